@@ -46,16 +46,15 @@ check_debian() {
     local missing
     mapfile -t missing < <(missing_packages)
     ((${#missing[@]} == 0)) && return 0
-    local line="apt-get update && apt-get install -y ${APT_PACKAGES[*]}"
     local extra=() p
     for p in "${missing[@]}"; do
         [[ " ${APT_PACKAGES[*]} " == *" $p "* ]] || extra+=("$p")
     done
-    ((${#extra[@]})) && line+=" ${extra[*]}"
     if [[ "$(id -u)" != 0 ]]; then
         printf 'setup: error: missing Debian packages: %s\n' "${missing[*]}" >&2
-        printf 'setup: this needs root. Run this, then run make again:\n\n    sudo %s\n\n' \
-            "${line//&& apt-get/&& sudo apt-get}" >&2
+        printf 'setup: installing them needs root. Run this, then run make again:\n\n' >&2
+        printf '    sudo apt-get update && sudo apt-get install -y %s\n\n' \
+            "${APT_PACKAGES[*]}${extra[*]:+ ${extra[*]}}" >&2
         exit 1
     fi
     say "installing Debian packages: ${missing[*]}"
