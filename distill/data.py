@@ -1,0 +1,249 @@
+"""Real data sets behind one small interface: uint8 NHWC images, int64 labels, a class count.
+
+Fashion-MNIST (the default) comes from the Debian package `dataset-fashion-mnist`; image
+folders and numpy arrays (.npz) cover everything else; `skimage_photos()` gives the colour
+photos that ship inside scikit-image. Nothing here downloads.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from labelstore.errors import LabelStoreError
+
+__all__ = [
+    "FASHION_MNIST_DIR",
+    "FASHION_MNIST_CLASSES",
+    "SKIMAGE_PHOTOS",
+    "ImageDataset",
+    "load_fashion_mnist",
+    "fashion_mnist",
+    "from_arrays",
+    "load_npz",
+    "save_npz",
+    "load_image_folder",
+    "open_dataset",
+    "skimage_photos",
+]
+
+FASHION_MNIST_DIR = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+_FMNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+# The colour photos that ship inside scikit-image (the others need a download).
+SKIMAGE_PHOTOS = (
+    "astronaut", "chelsea", "coffee", "rocket", "retina", "immunohistochemistry", "hubble_deep_field",
+)
+_IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+@dataclass
+class ImageDataset:
+    """A labelled image set held in memory: `images` uint8 (N,H,W,C), `labels` int64 (N,)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    num_classes: int
+    name: str = "arrays"
+    class_names: list[str] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.images.ndim == 3:  # grey (N,H,W) -> (N,H,W,1)
+            self.images = self.images[..., None]
+        if self.images.ndim != 4 or self.images.dtype != np.uint8:
+            raise LabelStoreError(
+                f"images must be uint8 shaped (N,H,W,C); got {self.images.dtype} {self.images.shape}"
+            )
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        if self.labels.shape != (len(self.images),):
+            raise LabelStoreError(
+                f"{len(self.images)} images but labels shaped {self.labels.shape}; need one label per image"
+            )
+        if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= self.num_classes):
+            raise LabelStoreError(
+                f"labels must lie in [0, {self.num_classes}); found {self.labels.min()}..{self.labels.max()}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.images.shape[-1])
+
+    @property
+    def image_size(self) -> int:
+        """Side of the (square) images; the larger side for non-square ones."""
+        return int(max(self.images.shape[1:3]))
+
+    def subset(self, n: int | None = None, seed: int = 0, indices: np.ndarray | None = None) -> "ImageDataset":
+        """A class-balanced random subset of about `n` images (or exactly `indices`)."""
+        if indices is None:
+            if n is None or n >= len(self):
+                return self
+            rng = np.random.default_rng(seed)
+            per_class = max(1, n // self.num_classes)
+            indices = np.concatenate([
+                rng.permutation(np.flatnonzero(self.labels == c))[:per_class] for c in range(self.num_classes)
+            ])
+            indices.sort()
+        return ImageDataset(self.images[indices], self.labels[indices], self.num_classes,
+                            self.name, self.class_names)
+
+    def channel_stats(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of the pixels on a 0..1 scale (for normalisation)."""
+        x = self.images.reshape(-1, self.in_channels).astype(np.float64) / 255.0
+        return x.mean(0).tolist(), x.std(0).tolist()
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise LabelStoreError(f"{path} is not a uint8 idx file (magic {data[:4].hex()})")
+    shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def load_fashion_mnist(split: str = "train", root: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST `split` ("train" 60k / "test" 10k): images uint8 (N,28,28), labels int64."""
+    if split not in _FMNIST_FILES:
+        raise LabelStoreError(f"Fashion-MNIST split must be 'train' or 'test', not {split!r}")
+    root = Path(root) if root is not None else FASHION_MNIST_DIR
+    paths = [root / f for f in _FMNIST_FILES[split]]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise LabelStoreError(
+            f"Fashion-MNIST not found ({', '.join(missing)} missing); install it with "
+            "`apt-get install dataset-fashion-mnist` or set FASHION_MNIST_DIR"
+        )
+    images = _read_idx(paths[0])
+    labels = _read_idx(paths[1]).astype(np.int64)
+    if images.shape[0] != labels.shape[0]:
+        raise LabelStoreError(f"Fashion-MNIST {split}: {images.shape[0]} images but {labels.shape[0]} labels")
+    return images, labels
+
+
+def fashion_mnist(split: str = "train", root: str | Path | None = None) -> ImageDataset:
+    """Fashion-MNIST as an ImageDataset (N,28,28,1)."""
+    images, labels = load_fashion_mnist(split, root)
+    return ImageDataset(images[..., None], labels, 10, "fashion-mnist", list(FASHION_MNIST_CLASSES))
+
+
+def from_arrays(images: np.ndarray, labels: np.ndarray, num_classes: int | None = None,
+                name: str = "arrays") -> ImageDataset:
+    """Wrap numpy arrays; the class count defaults to max(label)+1."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if num_classes is None:
+        num_classes = int(labels.max()) + 1 if len(labels) else 0
+    return ImageDataset(np.asarray(images), labels, int(num_classes), name)
+
+
+def save_npz(path: str | Path, ds: ImageDataset, **extra: np.ndarray) -> Path:
+    """Write `images`, `labels`, `num_classes` (and extra arrays) to a compressed .npz."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, images=ds.images, labels=ds.labels,
+                        num_classes=np.int64(ds.num_classes), **extra)
+    return path
+
+
+def load_npz(path: str | Path, num_classes: int | None = None) -> ImageDataset:
+    """An .npz with `images` (uint8 NHWC or NHW) and `labels` (and optionally `num_classes`)."""
+    path = Path(path)
+    try:
+        with np.load(path) as z:
+            if "images" not in z or "labels" not in z:
+                raise LabelStoreError(f"{path} must contain arrays 'images' and 'labels'; has {list(z.keys())}")
+            images, labels = z["images"], z["labels"]
+            if num_classes is None and "num_classes" in z:
+                num_classes = int(z["num_classes"])
+    except (OSError, ValueError) as e:
+        raise LabelStoreError(f"cannot read {path} as a numpy .npz archive: {e}") from None
+    return from_arrays(images, labels, num_classes, name=path.stem)
+
+
+def load_image_folder(root: str | Path, image_size: int | None = None, grayscale: bool = False) -> ImageDataset:
+    """`root/<class>/<image>` files (class = sorted folder name), resized to `image_size` squares.
+
+    Without `image_size`, all images must already share one size.
+    """
+    from PIL import Image
+
+    root = Path(root)
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    if not classes:
+        raise LabelStoreError(f"{root} has no class sub-folders; expected root/<class>/<image files>")
+    images, labels = [], []
+    for c, name in enumerate(classes):
+        for f in sorted((root / name).iterdir()):
+            if f.suffix.lower() not in _IMAGE_EXTS:
+                continue
+            img = Image.open(f).convert("L" if grayscale else "RGB")
+            if image_size is not None:
+                img = img.resize((image_size, image_size), Image.BILINEAR)
+            images.append(np.asarray(img, dtype=np.uint8))
+            labels.append(c)
+    if not images:
+        raise LabelStoreError(f"no image files ({', '.join(sorted(_IMAGE_EXTS))}) under {root}")
+    shapes = {a.shape for a in images}
+    if len(shapes) > 1:
+        raise LabelStoreError(f"images under {root} differ in size ({len(shapes)} sizes); pass image_size=...")
+    return ImageDataset(np.stack(images), np.asarray(labels), len(classes), root.name, classes)
+
+
+def open_dataset(spec: str = "fashion-mnist", split: str = "train", image_size: int | None = None) -> ImageDataset:
+    """Resolve a data-set spec: "fashion-mnist", a .npz file, or an image folder.
+
+    For a folder with `train/` and `test/` sub-folders, `split` picks one.
+    """
+    if spec.lower() in ("fashion-mnist", "fashion_mnist", "fmnist"):
+        return fashion_mnist(split)
+    path = Path(spec)
+    if path.suffix == ".npz":
+        if not path.exists():
+            raise LabelStoreError(f"data file {path} does not exist")
+        return load_npz(path)
+    if path.is_dir():
+        if (path / split).is_dir():
+            path = path / split
+        return load_image_folder(path, image_size)
+    raise LabelStoreError(
+        f"unknown data set {spec!r}: use 'fashion-mnist', a .npz file with images/labels, "
+        "or a folder of class sub-folders"
+    )
+
+
+def skimage_photos(names: tuple[str, ...] = SKIMAGE_PHOTOS) -> list[np.ndarray]:
+    """The colour photos shipped with scikit-image, uint8 HWC RGB, in `names` order.
+
+    Photos that would need a download (or fail to load) are skipped.
+    """
+    try:
+        import skimage.data
+    except ImportError:
+        raise LabelStoreError("skimage_photos() needs scikit-image: `pip install scikit-image`") from None
+    photos = []
+    for name in names:
+        try:
+            img = getattr(skimage.data, name)()
+        except Exception:  # needs pooch / a download: unavailable offline, skip it
+            continue
+        img = np.asarray(img)
+        if img.ndim == 3 and img.shape[-1] == 4:
+            img = img[..., :3]
+        if img.ndim == 3 and img.shape[-1] == 3:
+            photos.append(np.ascontiguousarray(img, dtype=np.uint8))
+    return photos
