@@ -1,0 +1,137 @@
+"""Finalize: turn a complete journal into the HDF5 label file, atomically."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import zlib
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from . import __version__
+from ._format import (
+    CHUNK_DTYPE,
+    EPOCH_DTYPE,
+    EXPLICIT,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    USERBLOCK_DTYPE,
+    USERBLOCK_MAGIC,
+    USERBLOCK_SIZE,
+)
+from .errors import LabelStoreError
+
+# Root attributes covered by the metadata checksum (docs/format.md lists them).
+META_KEYS = (
+    "format", "format_version", "num_classes", "num_images", "seed", "image_fingerprint",
+    "crops", "orders", "mix", "crop_policy", "mix_policy", "source", "source_temperature",
+    "teacher", "codec", "user_attrs", "created", "labelstore_version",
+)
+
+
+def meta_crc32(meta: dict) -> int:
+    return zlib.crc32(json.dumps({k: meta[k] for k in META_KEYS}, sort_keys=True).encode())
+
+
+def build_file(path: Path, header: dict, codec, image_sizes, epochs, entries, journal) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        _write_hdf5(tmp, header, codec, image_sizes, epochs, entries, journal)
+        _seal(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise LabelStoreError(
+            f"could not write {path} ({exc.strerror or exc}); the journal {journal.dir} is intact: "
+            "free space and finalize again"
+        ) from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _write_hdf5(tmp: Path, header, codec, image_sizes, epochs, entries, journal) -> None:
+    num_epochs = len(epochs)
+    epoch_rows = np.zeros(num_epochs, EPOCH_DTYPE)
+    order_keys = sorted(entries)
+    chunk_rows = np.zeros(len(order_keys), CHUNK_DTYPE)
+    first = 0
+    for e in range(num_epochs):
+        bs = epochs[e][0]
+        nb = -(-header["num_images"] // bs)
+        epoch_rows[e] = (bs, nb, first)
+        first += nb
+    offset = 0
+    for i, key in enumerate(order_keys):
+        en = entries[key]
+        size = en.label_nbytes + en.crop_nbytes + en.mix_nbytes
+        chunk_rows[i] = (en.epoch, en.batch, offset, en.num_records, en.label_nbytes, en.crop_nbytes, en.mix_nbytes, 0)
+        offset += size
+
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "num_classes": header["num_classes"],
+        "num_images": header["num_images"],
+        "seed": header["seed"],
+        "image_fingerprint": header["image_fingerprint"],
+        "crops": header["crops"],
+        "orders": header["orders"],
+        "mix": header["mix"],
+        "crop_policy": json.dumps(header["crop_policy"], sort_keys=True),
+        "mix_policy": json.dumps(header["mix_policy"], sort_keys=True),
+        "source": header["source"],
+        "source_temperature": float(header["source_temperature"] or 0.0),
+        "teacher": json.dumps(header["teacher"], sort_keys=True),
+        "codec": json.dumps(header["codec"], sort_keys=True),
+        "user_attrs": json.dumps(header["attrs"], sort_keys=True),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "labelstore_version": __version__,
+    }
+    with h5py.File(tmp, "w", userblock_size=USERBLOCK_SIZE, libver="latest") as f:
+        for k, v in meta.items():
+            f.attrs[k] = v
+        f.attrs["meta_crc32"] = np.uint32(meta_crc32(meta))
+        f.create_dataset("epochs", data=epoch_rows)
+        data = f.create_dataset("data", shape=(offset,), dtype=np.uint8)  # contiguous: any range is one read
+        pos = 0
+        for i, key in enumerate(order_keys):
+            blob = journal.read_chunk(entries[key])
+            chunk_rows[i]["crc32"] = zlib.crc32(blob)
+            if blob:
+                data[pos : pos + len(blob)] = np.frombuffer(blob, np.uint8)
+            pos += len(blob)
+        f.create_dataset("chunks", data=chunk_rows, chunks=(min(max(len(chunk_rows), 1), 4096),), fletcher32=True)
+        if header["orders"] == EXPLICIT:
+            orders = np.stack([epochs[e][1] for e in range(num_epochs)]).astype("<u4")
+            f.create_dataset("orders", data=orders, chunks=(1, orders.shape[1]), fletcher32=True)
+        if image_sizes is not None:
+            f.create_dataset("image_sizes", data=np.asarray(image_sizes, "<u4"), chunks=True, fletcher32=True)
+        arrays = codec.get_arrays()
+        if arrays:
+            g = f.create_group("codec_arrays")
+            for k, v in arrays.items():
+                g.create_dataset(k, data=v, chunks=True, fletcher32=True)
+
+
+def file_crc32(fh, head_without_crc: bytes) -> int:
+    """crc32 of the user-block header (less its crc field) and every byte after the header."""
+    crc = zlib.crc32(head_without_crc)
+    fh.seek(USERBLOCK_DTYPE.itemsize)
+    while block := fh.read(1 << 22):
+        crc = zlib.crc32(block, crc)
+    return crc
+
+
+def _seal(tmp: Path) -> None:
+    """Write our user-block header: magic, version, file size and the whole-file crc32."""
+    size = tmp.stat().st_size
+    head = np.zeros(1, USERBLOCK_DTYPE)
+    head[0] = (USERBLOCK_MAGIC, FORMAT_VERSION, size, 0)
+    with open(tmp, "r+b") as fh:
+        head["crc32"] = file_crc32(fh, head.tobytes()[:-4])
+        fh.seek(0)
+        fh.write(head.tobytes())
+        fh.flush()
+        os.fsync(fh.fileno())

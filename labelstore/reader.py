@@ -1,0 +1,350 @@
+"""LabelFile: random access to a finished label set by (epoch, batch) or (epoch, sample).
+
+Opening reads only the header and the per-epoch table. Reading a batch reads and decodes
+that batch's chunk alone (one contiguous range of /data), checks its crc32, and re-derives
+or decodes its crops and mix. The HDF5 handle is opened lazily in each process, so a
+LabelFile can be handed to DataLoader workers or forked processes safely.
+"""
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Iterator
+
+import h5py
+import numpy as np
+
+from . import _chunk
+from ._build import meta_crc32
+from ._format import (
+    DERIVED, EXPLICIT, FORMAT_NAME, SUPPORTED_VERSIONS, USERBLOCK_DTYPE, USERBLOCK_MAGIC, USERBLOCK_SIZE,
+)
+from .codecs import LabelCodec, get_codec
+from .crops import CropPolicy, Mix, MixPolicy, draw_crops, draw_mix, draw_order
+from .errors import LabelStoreError
+from .fingerprint import check_fingerprint
+
+_CACHE_EPOCHS = 4  # per-epoch tables kept in memory: bounded whatever the file size
+
+
+@dataclass
+class Batch:
+    """One stored batch: who was in it, how each was cropped and mixed, what the teacher said."""
+
+    epoch: int
+    batch: int
+    indices: np.ndarray  # (n,) image ids, in batch positions
+    logits: np.ndarray  # (n, C) float32; softmax-shift-invariant (see docs/format.md)
+    boxes: np.ndarray  # (n, 4) int32 (top, left, height, width) in source pixels
+    flips: np.ndarray  # (n,) bool
+    mix: Mix | None
+
+    def probs(self, T: float = 1.0) -> np.ndarray:
+        """Soft labels at temperature ``T``: ``softmax(logits / T)`` in float32."""
+        return softmax(self.logits, T)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def softmax(logits: np.ndarray, T: float = 1.0) -> np.ndarray:
+    if T <= 0:
+        raise LabelStoreError(f"temperature must be positive, got {T}")
+    z = logits / np.float32(T)
+    z = z - z.max(axis=-1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=-1, keepdims=True)
+    return z
+
+
+class LabelFile:
+    """A finished label file, opened for reading. Context manager; mapping-like by (epoch, batch)."""
+
+    def __init__(self, path: str | Path, *, verify_checksums: bool = True):
+        self.path = Path(path)
+        self.verify_checksums = verify_checksums
+        self._pid = None
+        self._h5 = None
+        self._chunk_cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._order_cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._check_userblock()
+        f = self._file()
+        try:
+            attrs = {k: _plain(v) for k, v in f.attrs.items()}
+            self._attrs = attrs
+            if attrs.get("format") != FORMAT_NAME:
+                raise LabelStoreError(f"{self.path} is an HDF5 file but not a labelstore label file")
+            self.format_version = int(attrs["format_version"])
+            if self.format_version not in SUPPORTED_VERSIONS:
+                raise LabelStoreError(
+                    f"{self.path} has format version {self.format_version}; this labelstore-kit reads "
+                    f"{list(SUPPORTED_VERSIONS)}: upgrade labelstore-kit"
+                )
+            if self.verify_checksums and int(attrs["meta_crc32"]) != meta_crc32(attrs):
+                raise LabelStoreError(f"{self.path}: metadata checksum mismatch (the header is corrupted); run `labelstore verify`")
+            self.epoch_table = f["epochs"][...]
+            codec_arrays = {k: v[...] for k, v in f["codec_arrays"].items()} if "codec_arrays" in f else None
+            self.image_sizes = f["image_sizes"][...].astype(np.int64) if "image_sizes" in f else None
+        except LabelStoreError:
+            self.close()
+            raise
+        except Exception as exc:  # h5py raises OSError, KeyError, RuntimeError, ... on damage
+            self.close()
+            raise LabelStoreError(f"{self.path} is corrupted or incomplete ({exc}); run `labelstore verify`") from None
+        self.num_classes = int(attrs["num_classes"])
+        self.num_images = int(attrs["num_images"])
+        self.seed = int(attrs["seed"])
+        self.image_fingerprint = attrs["image_fingerprint"] or None
+        self.crops_mode, self.orders_mode, self.mix_mode = attrs["crops"], attrs["orders"], attrs["mix"]
+        self.crop_policy = CropPolicy.from_dict(json.loads(attrs["crop_policy"]))
+        self.mix_policy = MixPolicy.from_dict(json.loads(attrs["mix_policy"]))
+        self.source = attrs["source"]
+        self.source_temperature = float(attrs["source_temperature"]) or None
+        self.teacher = json.loads(attrs["teacher"])
+        self.user_attrs = json.loads(attrs["user_attrs"])
+        self.codec: LabelCodec = get_codec(json.loads(attrs["codec"]), codec_arrays)
+        self.num_epochs = len(self.epoch_table)
+
+    # -- the lazy, per-process handle -----------------------------------------------------
+    def _file(self) -> h5py.File:
+        if self._h5 is None or self._pid != os.getpid():
+            self._h5 = None  # a handle inherited across fork is never used
+            try:
+                self._h5 = h5py.File(self.path, "r")
+            except FileNotFoundError:
+                raise LabelStoreError(f"no label file at {self.path}") from None
+            except Exception as exc:
+                raise LabelStoreError(f"cannot open {self.path} as a label file ({exc}); run `labelstore verify`") from None
+            self._pid = os.getpid()
+        return self._h5
+
+    def _check_userblock(self) -> None:
+        try:
+            with open(self.path, "rb") as fh:
+                raw = fh.read(USERBLOCK_DTYPE.itemsize)
+                size = os.fstat(fh.fileno()).st_size
+        except FileNotFoundError:
+            raise LabelStoreError(f"no label file at {self.path}") from None
+        except OSError as exc:
+            raise LabelStoreError(f"cannot read {self.path}: {exc.strerror}") from None
+        if Path(str(self.path) + ".partial").exists() and len(raw) < USERBLOCK_DTYPE.itemsize:
+            raise LabelStoreError(f"{self.path} is not finalized yet: resume the writer and finalize it")
+        if len(raw) < USERBLOCK_DTYPE.itemsize or raw[:16] != USERBLOCK_MAGIC:
+            raise LabelStoreError(f"{self.path} is not a labelstore label file (bad magic; truncated or another format)")
+        head = np.frombuffer(raw, USERBLOCK_DTYPE)[0]
+        if int(head["version"]) not in SUPPORTED_VERSIONS:
+            raise LabelStoreError(
+                f"{self.path} has format version {int(head['version'])}; this labelstore-kit reads "
+                f"{list(SUPPORTED_VERSIONS)}: upgrade labelstore-kit"
+            )
+        if int(head["file_size"]) != size:
+            raise LabelStoreError(
+                f"{self.path} is truncated or was appended to ({size} bytes, header says {int(head['file_size'])}); "
+                "restore it from a copy or rewrite it"
+            )
+        self.file_crc32 = int(head["crc32"])
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_h5"], state["_pid"] = None, None
+        state["_chunk_cache"], state["_order_cache"] = OrderedDict(), OrderedDict()
+        return state
+
+    def close(self) -> None:
+        if self._h5 is not None and self._pid == os.getpid():
+            self._h5.close()
+        self._h5 = None
+
+    def __enter__(self) -> "LabelFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # -- epochs and orders --------------------------------------------------------------
+    def _check_epoch(self, epoch: int) -> int:
+        if not isinstance(epoch, (int, np.integer)) or not 0 <= epoch < self.num_epochs:
+            raise LabelStoreError(f"epoch {epoch} is out of range: the file stores epochs 0..{self.num_epochs - 1}")
+        return int(epoch)
+
+    def batch_size(self, epoch: int) -> int:
+        return int(self.epoch_table[self._check_epoch(epoch)]["batch_size"])
+
+    def num_batches(self, epoch: int) -> int:
+        return int(self.epoch_table[self._check_epoch(epoch)]["num_batches"])
+
+    @property
+    def num_records(self) -> int:
+        return self.num_epochs * self.num_images
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The epoch's sample order (image ids by position)."""
+        return self._order_and_inverse(self._check_epoch(epoch))[0]
+
+    def _order_and_inverse(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        if epoch in self._order_cache:
+            self._order_cache.move_to_end(epoch)
+            return self._order_cache[epoch]
+        if self.orders_mode == EXPLICIT:
+            try:
+                order = self._file()["orders"][epoch].astype(np.int64)
+            except Exception as exc:
+                raise LabelStoreError(f"{self.path}: the order of epoch {epoch} is corrupted ({exc}); run `labelstore verify`") from None
+        else:
+            order = draw_order(self.seed, epoch, self.num_images)
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        self._order_cache[epoch] = (order, inverse)
+        if len(self._order_cache) > _CACHE_EPOCHS:
+            self._order_cache.popitem(last=False)
+        return order, inverse
+
+    def _chunk_row(self, epoch: int, batch: int) -> np.void:
+        nb = self.num_batches(epoch)
+        if not isinstance(batch, (int, np.integer)) or not 0 <= batch < nb:
+            raise LabelStoreError(f"batch {batch} is out of range: epoch {epoch} has batches 0..{nb - 1}")
+        rows = self._chunk_cache.get(epoch)
+        if rows is None:
+            first = int(self.epoch_table[epoch]["first_chunk"])
+            try:
+                rows = self._file()["chunks"][first : first + nb]
+            except Exception as exc:
+                raise LabelStoreError(f"{self.path}: the chunk table is corrupted ({exc}); run `labelstore verify`") from None
+            self._chunk_cache[epoch] = rows
+            if len(self._chunk_cache) > _CACHE_EPOCHS:
+                self._chunk_cache.popitem(last=False)
+        else:
+            self._chunk_cache.move_to_end(epoch)
+        row = rows[batch]
+        if int(row["epoch"]) != epoch or int(row["batch"]) != batch:
+            raise LabelStoreError(f"{self.path}: the chunk table is inconsistent at epoch {epoch} batch {batch}; run `labelstore verify`")
+        return row
+
+    # -- reading ------------------------------------------------------------------------
+    def read_chunk_bytes(self, epoch: int, batch: int) -> tuple[np.void, bytes]:
+        """The raw bytes of one (epoch, batch) chunk, checksum-verified."""
+        epoch = self._check_epoch(epoch)
+        row = self._chunk_row(epoch, batch)
+        start = int(row["offset"])
+        size = int(row["label_nbytes"]) + int(row["crop_nbytes"]) + int(row["mix_nbytes"])
+        try:
+            blob = self._file()["data"][start : start + size].tobytes()
+        except Exception as exc:
+            raise LabelStoreError(f"{self.path}: cannot read epoch {epoch} batch {batch} ({exc}); run `labelstore verify`") from None
+        if len(blob) != size or (self.verify_checksums and zlib.crc32(blob) != int(row["crc32"])):
+            raise LabelStoreError(
+                f"{self.path}: epoch {epoch} batch {batch} failed its checksum (the file is corrupted); "
+                "run `labelstore verify` and restore the file from a copy"
+            )
+        return row, blob
+
+    def read_logits(self, epoch: int, batch: int) -> np.ndarray:
+        """Only the decoded logits of one batch (skips crops and mix)."""
+        row, blob = self.read_chunk_bytes(epoch, batch)
+        return self._decode_labels(row, blob, epoch, batch)
+
+    def _decode_labels(self, row, blob, epoch, batch) -> np.ndarray:
+        try:
+            logits = self.codec.decode(blob[: int(row["label_nbytes"])])
+        except LabelStoreError:
+            raise
+        except Exception as exc:  # a codec must never leak a low-level error to the user
+            raise LabelStoreError(f"{self.path}: epoch {epoch} batch {batch} does not decode ({exc}); run `labelstore verify`") from None
+        if logits.shape != (int(row["num_records"]), self.num_classes):
+            raise LabelStoreError(f"{self.path}: epoch {epoch} batch {batch} decodes to shape {logits.shape}; run `labelstore verify`")
+        return logits
+
+    def read_batch(self, epoch: int, batch: int) -> Batch:
+        row, blob = self.read_chunk_bytes(epoch, batch)
+        n = int(row["num_records"])
+        bs = self.batch_size(epoch)
+        indices = self.order(epoch)[batch * bs : batch * bs + n]
+        logits = self._decode_labels(row, blob, epoch, batch)
+        ln, cn = int(row["label_nbytes"]), int(row["crop_nbytes"])
+        if self.crops_mode == EXPLICIT:
+            boxes, flips = _chunk.decode_crops(blob[ln : ln + cn], n)
+        else:
+            boxes, flips = draw_crops(self.crop_policy, self.seed, epoch, indices, self.image_sizes[indices])
+        if self.mix_mode == EXPLICIT:
+            mix = _chunk.decode_mix(blob[ln + cn :], n)
+        elif self.mix_mode == DERIVED:
+            mix = draw_mix(self.mix_policy, self.crop_policy.size, self.seed, epoch, batch, n)
+        else:
+            mix = None
+        return Batch(epoch, batch, indices, logits, boxes, flips, mix)
+
+    def __getitem__(self, key: tuple[int, int]) -> Batch:
+        if not (isinstance(key, tuple) and len(key) == 2):
+            raise LabelStoreError("index a LabelFile by (epoch, batch), e.g. f[0, 3]")
+        return self.read_batch(*key)
+
+    def locate(self, epoch: int, image: int) -> tuple[int, int]:
+        """(batch, position in batch) of image ``image`` in ``epoch``."""
+        epoch = self._check_epoch(epoch)
+        if not isinstance(image, (int, np.integer)) or not 0 <= image < self.num_images:
+            raise LabelStoreError(f"image {image} is out of range: the file labels images 0..{self.num_images - 1}")
+        pos = int(self._order_and_inverse(epoch)[1][image])
+        bs = self.batch_size(epoch)
+        return pos // bs, pos % bs
+
+    def read_sample(self, epoch: int, image: int) -> Batch:
+        """The record of one image in one epoch, as a one-record Batch (its batch's mix included)."""
+        b, p = self.locate(epoch, image)
+        full = self.read_batch(epoch, b)
+        return Batch(epoch, b, full.indices[p : p + 1], full.logits[p : p + 1], full.boxes[p : p + 1], full.flips[p : p + 1], full.mix)
+
+    def batches(self, epoch: int | None = None) -> Iterator[Batch]:
+        """Every stored batch of one epoch, or of all epochs, in order."""
+        epochs = range(self.num_epochs) if epoch is None else [self._check_epoch(epoch)]
+        for e in epochs:
+            for b in range(self.num_batches(e)):
+                yield self.read_batch(e, b)
+
+    def __len__(self) -> int:
+        return int(self.epoch_table["num_batches"].sum())
+
+    def check_images(self, fingerprint: str | None, what: str = "the images") -> None:
+        """Raise LabelStoreError if ``fingerprint`` is not the image set these labels belong to."""
+        check_fingerprint(self.image_fingerprint, fingerprint, what)
+
+    # -- sizes --------------------------------------------------------------------------
+    @cached_property
+    def byte_breakdown(self) -> dict[str, int]:
+        """Bytes by purpose: labels, crops, mix, orders, metadata (the rest of the file)."""
+        f = self._file()
+        chunks = f["chunks"][...]
+        out = {
+            "labels": int(chunks["label_nbytes"].sum(dtype=np.int64)),
+            "crops": int(chunks["crop_nbytes"].sum(dtype=np.int64)),
+            "mix": int(chunks["mix_nbytes"].sum(dtype=np.int64)),
+            "orders": int(f["orders"].id.get_storage_size()) if "orders" in f else 0,
+        }
+        if "image_sizes" in f:
+            out["crops"] += int(f["image_sizes"].id.get_storage_size())
+        out["metadata"] = self.path.stat().st_size - sum(out.values())
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"<LabelFile {self.path.name}: {self.num_epochs} epochs x {self.num_images} images, "
+            f"{self.num_classes} classes, codec {self.codec.codec_id}>"
+        )
+
+
+def _plain(v):
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v

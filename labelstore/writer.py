@@ -1,0 +1,352 @@
+"""LabelWriter: append per-batch teacher outputs; the file becomes valid only at finalize.
+
+Batches go to an append-only journal beside the target (``<file>.partial/``). Opening a
+writer on a target whose journal exists resumes it (same settings required): batches
+already written are kept, and ``is_written`` tells the caller what to skip. ``finalize``
+builds the HDF5 file under a temporary name and renames it into place, so a reader never
+sees a half-written label file.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import _chunk
+from ._format import DERIVED, EXPLICIT, NONE
+from ._journal import BatchEntry, Journal
+from .codecs import LabelCodec, get_codec, parse_codec_spec
+from .crops import CropPolicy, Mix, MixPolicy, draw_crops, draw_mix, draw_order
+from .errors import LabelStoreError
+
+SOURCES = ("logits", "probabilities")
+
+
+class LabelWriter:
+    """Write one label set: per (epoch, batch), the teacher's logits for each crop.
+
+    Crops, orders and mixing are ``"derived"`` (re-drawn from ``seed``, zero bytes) or
+    ``"explicit"`` (given to ``begin_epoch`` / ``write_batch`` and stored). Use as a context
+    manager: a clean exit finalizes; an exception leaves the journal for a later resume.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        num_classes: int,
+        num_images: int,
+        codec: LabelCodec | str | dict = "dense16",
+        seed: int = 0,
+        image_fingerprint: str | None = None,
+        image_sizes: np.ndarray | tuple[int, int] | None = None,
+        crop_policy: CropPolicy | None = None,
+        mix_policy: MixPolicy | None = None,
+        crops: str = DERIVED,
+        orders: str = DERIVED,
+        mix: str = DERIVED,
+        source: str = "logits",
+        source_temperature: float | None = None,
+        teacher: Any = None,
+        attrs: dict[str, Any] | None = None,
+        overwrite: bool = False,
+    ):
+        self.path = Path(path)
+        self.num_classes = _positive_int(num_classes, "num_classes", minimum=2)
+        self.num_images = _positive_int(num_images, "num_images")
+        self.codec = self._make_codec(codec)
+        self.seed = _positive_int(seed, "seed", minimum=0)
+        self.crop_policy = crop_policy or CropPolicy()
+        self.mix_policy = mix_policy or MixPolicy()
+        for name, mode in (("crops", crops), ("orders", orders)):
+            if mode not in (DERIVED, EXPLICIT):
+                raise LabelStoreError(f"{name} must be 'derived' or 'explicit', got {mode!r}")
+        if mix not in (DERIVED, EXPLICIT):
+            raise LabelStoreError(f"mix must be 'derived' or 'explicit', got {mix!r}")
+        if source not in SOURCES:
+            raise LabelStoreError(f"source must be one of {SOURCES}, got {source!r}")
+        if source == "probabilities" and not source_temperature:
+            raise LabelStoreError("a probability source needs source_temperature (the T its softmax used)")
+        self.image_sizes = self._check_sizes(image_sizes)
+        if crops == DERIVED and self.image_sizes is None:
+            raise LabelStoreError(
+                "derived crops need the images' sizes: pass image_sizes=(H, W) for a fixed-size set "
+                "or an (N, 2) array, or use crops='explicit'"
+            )
+        self.header = {
+            "num_classes": self.num_classes,
+            "num_images": self.num_images,
+            "seed": self.seed,
+            "image_fingerprint": image_fingerprint or "",
+            "crops": crops,
+            "orders": orders,
+            "mix": mix if self.mix_policy.kind != "none" else NONE,
+            "crop_policy": self.crop_policy.to_dict(),
+            "mix_policy": self.mix_policy.to_dict(),
+            "source": source,
+            "source_temperature": float(source_temperature) if source_temperature else None,
+            "teacher": teacher,
+            "codec": self.codec.get_config(),
+            "attrs": attrs or {},
+        }
+        try:
+            json.dumps(self.header)
+        except TypeError as exc:
+            raise LabelStoreError(f"teacher and attrs must be JSON-serialisable: {exc}") from None
+        arrays = {f"codec/{k}": v for k, v in self.codec.get_arrays().items()}
+        if self.image_sizes is not None:
+            arrays["image_sizes"] = self.image_sizes
+
+        if self.path.exists() and not overwrite:
+            raise LabelStoreError(f"{self.path} already exists; choose another path or pass overwrite=True (--force)")
+        self.journal = Journal(self.path.with_name(self.path.name + ".partial"))
+        self._epochs: dict[int, tuple[int, np.ndarray | None]] = {}
+        self._entries: dict[tuple[int, int], BatchEntry] = {}
+        if self.journal.exists():
+            self._resume(arrays)
+        else:
+            self.journal.create(self.header, {k.replace("/", "."): v for k, v in arrays.items()})
+        self._finalized = False
+
+    # -- setup helpers ------------------------------------------------------------------
+    def _make_codec(self, codec) -> LabelCodec:
+        if isinstance(codec, str):
+            codec = parse_codec_spec(codec, self.num_classes)
+        elif isinstance(codec, dict):
+            codec = get_codec(codec)
+        if not isinstance(codec, LabelCodec):
+            raise LabelStoreError(f"codec must be a LabelCodec, a spec string or a config dict, got {type(codec).__name__}")
+        if codec.num_classes != self.num_classes:
+            raise LabelStoreError(f"codec is for {codec.num_classes} classes but the label set has {self.num_classes}")
+        if not codec.is_fitted:
+            raise LabelStoreError(f"codec {codec.codec_id!r} must be fitted on a sample of logits first (codec.fit(sample))")
+        return codec
+
+    def _check_sizes(self, sizes) -> np.ndarray | None:
+        if sizes is None:
+            return None
+        arr = np.asarray(sizes, dtype=np.int64)
+        if arr.shape == (2,):
+            arr = np.broadcast_to(arr, (self.num_images, 2))
+        if arr.shape != (self.num_images, 2) or (arr < 1).any():
+            raise LabelStoreError(f"image_sizes must be (H, W) or an array ({self.num_images}, 2) of positive sizes, got shape {arr.shape}")
+        return np.ascontiguousarray(arr, dtype=np.uint32)
+
+    def _resume(self, arrays: dict[str, np.ndarray]) -> None:
+        old_header, old_arrays = self.journal.read_header()
+        same_arrays = old_arrays.keys() == {k.replace("/", ".") for k in arrays} and all(
+            np.array_equal(old_arrays[k.replace("/", ".")], v) for k, v in arrays.items()
+        )
+        if old_header != json.loads(json.dumps(self.header)) or not same_arrays:
+            diff = sorted(k for k in self.header if old_header.get(k) != json.loads(json.dumps(self.header)).get(k))
+            raise LabelStoreError(
+                f"{self.journal.dir} holds an unfinished label set with different settings "
+                f"({', '.join(diff) or 'codec arrays or image sizes'}); resume with the same settings, "
+                "or delete that directory to start over"
+            )
+        epochs, entries = self.journal.scan()
+        self._epochs = epochs
+        self._entries = {(e.epoch, e.batch): e for e in entries}
+
+    # -- epochs -------------------------------------------------------------------------
+    def begin_epoch(self, epoch: int, batch_size: int, order: np.ndarray | None = None) -> np.ndarray:
+        """Declare an epoch's batch size (and its order, when orders are explicit); returns the order.
+
+        Calling it again for an epoch already declared (e.g. after a resume) is allowed when
+        the batch size and order are the same.
+        """
+        epoch = _positive_int(epoch, "epoch", minimum=0)
+        batch_size = _positive_int(batch_size, "batch_size")
+        if self.header["orders"] == EXPLICIT:
+            if order is None:
+                raise LabelStoreError("orders are explicit: pass the epoch's sample order to begin_epoch")
+            order = np.asarray(order, dtype=np.int64)
+            if order.shape != (self.num_images,) or not np.array_equal(np.sort(order), np.arange(self.num_images)):
+                raise LabelStoreError(f"an epoch order must be a permutation of range({self.num_images})")
+        elif order is not None and not np.array_equal(order, draw_order(self.seed, epoch, self.num_images)):
+            raise LabelStoreError("orders are derived from the seed; the order given differs (use orders='explicit')")
+        if epoch in self._epochs:
+            old_bs, old_order = self._epochs[epoch]
+            if old_bs != batch_size or (old_order is not None and not np.array_equal(old_order, order)):
+                raise LabelStoreError(f"epoch {epoch} was already begun with another batch size or order")
+        else:
+            self.journal.append_epoch(epoch, batch_size, order if self.header["orders"] == EXPLICIT else None)
+            self._epochs[epoch] = (batch_size, order if self.header["orders"] == EXPLICIT else None)
+        return self.order(epoch)
+
+    def order(self, epoch: int) -> np.ndarray:
+        bs_order = self._epoch(epoch)
+        return bs_order[1] if bs_order[1] is not None else draw_order(self.seed, epoch, self.num_images)
+
+    def num_batches(self, epoch: int) -> int:
+        return -(-self.num_images // self._epoch(epoch)[0])
+
+    def batch_indices(self, epoch: int, batch: int) -> np.ndarray:
+        """The image ids of ``batch`` in ``epoch``, in their batch positions."""
+        bs = self._epoch(epoch)[0]
+        self._check_batch(epoch, batch)
+        return self.order(epoch)[batch * bs : (batch + 1) * bs]
+
+    def derived_crops(self, epoch: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        idx = self.batch_indices(epoch, batch)
+        return draw_crops(self.crop_policy, self.seed, epoch, idx, self.image_sizes[idx])
+
+    def derived_mix(self, epoch: int, batch: int) -> Mix | None:
+        n = len(self.batch_indices(epoch, batch))
+        return draw_mix(self.mix_policy, self.crop_policy.size, self.seed, epoch, batch, n)
+
+    def _epoch(self, epoch: int):
+        if epoch not in self._epochs:
+            raise LabelStoreError(f"epoch {epoch} has not been begun; call begin_epoch({epoch}, batch_size) first")
+        return self._epochs[epoch]
+
+    def _check_batch(self, epoch: int, batch: int) -> None:
+        nb = self.num_batches(epoch)
+        if not 0 <= batch < nb:
+            raise LabelStoreError(f"batch {batch} is out of range: epoch {epoch} has {nb} batches (0..{nb - 1})")
+
+    # -- batches ------------------------------------------------------------------------
+    def is_written(self, epoch: int, batch: int) -> bool:
+        return (epoch, batch) in self._entries
+
+    @property
+    def written(self) -> set[tuple[int, int]]:
+        return set(self._entries)
+
+    def write_batch(
+        self,
+        epoch: int,
+        batch: int,
+        logits: np.ndarray,
+        *,
+        boxes: np.ndarray | None = None,
+        flips: np.ndarray | None = None,
+        mix: Mix | None = None,
+    ) -> None:
+        """Append one batch. Everything is checked before a byte is written."""
+        if self._finalized:
+            raise LabelStoreError("this label set is finalized; open a new LabelWriter to write more")
+        self._epoch(epoch)
+        self._check_batch(epoch, batch)
+        if (epoch, batch) in self._entries:
+            raise LabelStoreError(
+                f"epoch {epoch} batch {batch} is already written; skip batches where is_written() is true"
+            )
+        n = len(self.batch_indices(epoch, batch))
+        logits = np.asarray(logits)
+        if logits.ndim != 2 or logits.shape != (n, self.num_classes):
+            raise LabelStoreError(
+                f"epoch {epoch} batch {batch} needs logits of shape ({n}, {self.num_classes}), got {logits.shape}; "
+                "check the teacher's class count and the batch size"
+            )
+        label_bytes = self.codec.encode(logits)  # rejects NaN/Inf
+        crop_bytes = self._crop_section(epoch, batch, n, boxes, flips)
+        mix_bytes = self._mix_section(epoch, batch, n, mix)
+        entry = self.journal.append_batch(epoch, batch, n, label_bytes, crop_bytes, mix_bytes)
+        self._entries[(epoch, batch)] = entry
+
+    def _crop_section(self, epoch, batch, n, boxes, flips) -> bytes:
+        if self.header["crops"] == DERIVED:
+            if boxes is not None:
+                want_boxes, want_flips = self.derived_crops(epoch, batch)
+                if not (np.array_equal(boxes, want_boxes) and (flips is None or np.array_equal(flips, want_flips))):
+                    raise LabelStoreError(
+                        f"epoch {epoch} batch {batch}: the crops given differ from those derived from the seed; "
+                        "draw crops with LabelWriter.derived_crops, or use crops='explicit'"
+                    )
+            return b""
+        if boxes is None:
+            raise LabelStoreError("crops are explicit: pass boxes= (n, 4) (top, left, height, width) and flips=")
+        boxes = np.asarray(boxes)
+        flips = np.zeros(n, bool) if flips is None else np.asarray(flips, bool)
+        if boxes.shape != (n, 4) or flips.shape != (n,) or (boxes[:, 2:] < 1).any() or (boxes[:, :2] < 0).any():
+            raise LabelStoreError(f"boxes must be ({n}, 4) with top, left >= 0 and height, width >= 1; flips ({n},)")
+        if self.image_sizes is not None:
+            sizes = self.image_sizes[self.batch_indices(epoch, batch)].astype(np.int64)
+            if ((boxes[:, 0] + boxes[:, 2]) > sizes[:, 0]).any() or ((boxes[:, 1] + boxes[:, 3]) > sizes[:, 1]).any():
+                raise LabelStoreError(f"epoch {epoch} batch {batch}: a crop box reaches outside its image")
+        return _chunk.encode_crops(boxes, flips)
+
+    def _mix_section(self, epoch, batch, n, mix) -> bytes:
+        mode = self.header["mix"]
+        if mode == NONE:
+            if mix is not None:
+                raise LabelStoreError("this label set has no mixing (mix_policy kind 'none'); don't pass mix=")
+            return b""
+        if mode == DERIVED:
+            if mix is not None and mix != self.derived_mix(epoch, batch):
+                raise LabelStoreError("the mix given differs from the one derived from the seed; use mix='explicit'")
+            return b""
+        if mix is not None:
+            partner = np.asarray(mix.partner)
+            if partner.shape != (n,) or (partner < 0).any() or (partner >= n).any():
+                raise LabelStoreError(f"mix.partner must hold {n} positions within the batch (0..{n - 1})")
+        return _chunk.encode_mix(mix)
+
+    # -- finishing ----------------------------------------------------------------------
+    def missing(self) -> list[tuple[int, int]]:
+        """(epoch, batch) pairs declared but not written yet."""
+        return [(e, b) for e in sorted(self._epochs) for b in range(self.num_batches(e)) if (e, b) not in self._entries]
+
+    def finalize(self) -> Path:
+        """Check completeness, build the HDF5 file atomically, remove the journal; returns the path."""
+        from ._build import build_file  # local: keeps h5py out of the writer's import path
+
+        if self._finalized:
+            return self.path
+        epochs = sorted(self._epochs)
+        if not epochs:
+            raise LabelStoreError("nothing to finalize: no epoch was begun")
+        if epochs != list(range(len(epochs))):
+            raise LabelStoreError(f"stored epochs must be 0..E-1 without gaps, got {epochs}")
+        missing = self.missing()
+        if missing:
+            shown = ", ".join(f"({e}, {b})" for e, b in missing[:5])
+            raise LabelStoreError(
+                f"{len(missing)} batches are not written yet (epoch, batch): {shown}{' …' if len(missing) > 5 else ''}; "
+                "write them, then finalize"
+            )
+        self.journal.sync()
+        self.journal.close()
+        build_file(self.path, self.header, self.codec, self.image_sizes, self._epochs, self._entries, self.journal)
+        shutil.rmtree(self.journal.dir, ignore_errors=True)
+        self._finalized = True
+        return self.path
+
+    def close(self) -> None:
+        """Stop writing without finalizing; the journal stays for a later resume."""
+        self.journal.close()
+
+    def __enter__(self) -> "LabelWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.finalize()
+        else:
+            self.close()
+
+
+def _positive_int(value, name: str, minimum: int = 1) -> int:
+    try:
+        v = int(value)
+    except (TypeError, ValueError):
+        raise LabelStoreError(f"{name} must be an integer, got {value!r}") from None
+    if v != value or v < minimum:
+        raise LabelStoreError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return v
+
+
+def logits_from_probs(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Turn probabilities ``softmax(z / T)`` back into logits equal to ``z`` up to a per-row shift.
+
+    ``T * log(p)`` differs from ``z`` only by a constant per record, which no softmax sees, so
+    any training temperature can then be applied. Zeros are clamped to the smallest fp32 log.
+    """
+    p = np.asarray(probs, dtype=np.float32)
+    if not np.isfinite(p).all() or (p < 0).any():
+        raise LabelStoreError("probabilities must be finite and non-negative")
+    return (temperature * np.log(np.maximum(p, np.finfo(np.float32).tiny))).astype(np.float32)
