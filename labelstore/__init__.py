@@ -13,10 +13,11 @@ from .fingerprint import FingerprintBuilder, check_fingerprint, image_set_finger
 from .writer import LabelWriter, logits_from_probs
 from .reader import Batch, LabelFile
 from .verify import verify_file
+from .merge import merge_shards
 
 __all__ = [
     "LabelStoreError", "LabelCodec", "codec_ids", "get_codec", "parse_codec_spec", "register_codec",
     "CropPolicy", "Mix", "MixPolicy", "draw_crops", "draw_mix", "draw_order",
     "FingerprintBuilder", "check_fingerprint", "image_set_fingerprint",
-    "LabelWriter", "logits_from_probs", "Batch", "LabelFile", "verify_file",
+    "LabelWriter", "logits_from_probs", "Batch", "LabelFile", "verify_file", "merge_shards",
 ]

@@ -35,15 +35,19 @@ def meta_crc32(meta: dict) -> int:
     return zlib.crc32(json.dumps({k: meta[k] for k in META_KEYS}, sort_keys=True).encode())
 
 
-def build_file(path: Path, header: dict, codec, image_sizes, epochs, entries, journal) -> None:
+def build_file(path: Path, header: dict, codec, image_sizes, epochs, entries, read_chunk, source_dir) -> None:
+    """Write the finished file from journal ``entries`` ({(epoch, batch): BatchEntry}), atomically.
+
+    ``read_chunk(entry)`` returns an entry's bytes; ``source_dir`` names the journal in messages.
+    """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        _write_hdf5(tmp, header, codec, image_sizes, epochs, entries, journal)
+        _write_hdf5(tmp, header, codec, image_sizes, epochs, entries, read_chunk)
         _seal(tmp)
         os.replace(tmp, path)
     except OSError as exc:
         raise LabelStoreError(
-            f"could not write {path} ({exc.strerror or exc}); the journal {journal.dir} is intact: "
+            f"could not write {path} ({exc.strerror or exc}); the journal {source_dir} is intact: "
             "free space and finalize again"
         ) from None
     finally:
@@ -51,7 +55,7 @@ def build_file(path: Path, header: dict, codec, image_sizes, epochs, entries, jo
             tmp.unlink()
 
 
-def _write_hdf5(tmp: Path, header, codec, image_sizes, epochs, entries, journal) -> None:
+def _write_hdf5(tmp: Path, header, codec, image_sizes, epochs, entries, read_chunk) -> None:
     num_epochs = len(epochs)
     epoch_rows = np.zeros(num_epochs, EPOCH_DTYPE)
     order_keys = sorted(entries)
@@ -97,7 +101,7 @@ def _write_hdf5(tmp: Path, header, codec, image_sizes, epochs, entries, journal)
         data = f.create_dataset("data", shape=(offset,), dtype=np.uint8)  # contiguous: any range is one read
         pos = 0
         for i, key in enumerate(order_keys):
-            blob = journal.read_chunk(entries[key])
+            blob = read_chunk(entries[key])
             chunk_rows[i]["crc32"] = zlib.crc32(blob)
             if blob:
                 data[pos : pos + len(blob)] = np.frombuffer(blob, np.uint8)

@@ -45,7 +45,7 @@ class Journal:
 
     # -- creation and loading -----------------------------------------------------------
     def create(self, header: dict, arrays: dict[str, np.ndarray]) -> None:
-        self.dir.mkdir(parents=True, exist_ok=False)
+        self.dir.mkdir(parents=True, exist_ok=True)
         np.savez(self.dir / "arrays.npz", **arrays)
         tmp = self.dir / "header.json.tmp"
         tmp.write_text(json.dumps(header, sort_keys=True, indent=1))
@@ -136,6 +136,13 @@ class Journal:
         with open(self.log_path, "rb") as fh:
             fh.seek(entry.offset)
             return fh.read(entry.label_nbytes + entry.crop_nbytes + entry.mix_nbytes)
+
+    def mark_done(self) -> None:
+        """A shard's journal is complete (all of its rank's batches are written)."""
+        (self.dir / "DONE").touch()
+
+    def is_done(self) -> bool:
+        return (self.dir / "DONE").exists()
 
     def sync(self) -> None:
         if self._fh is not None:

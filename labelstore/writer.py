@@ -53,6 +53,7 @@ class LabelWriter:
         teacher: Any = None,
         attrs: dict[str, Any] | None = None,
         overwrite: bool = False,
+        shard: tuple[int, int] | None = None,
     ):
         self.path = Path(path)
         self.num_classes = _positive_int(num_classes, "num_classes", minimum=2)
@@ -102,7 +103,13 @@ class LabelWriter:
 
         if self.path.exists() and not overwrite:
             raise LabelStoreError(f"{self.path} already exists; choose another path or pass overwrite=True (--force)")
-        self.journal = Journal(self.path.with_name(self.path.name + ".partial"))
+        self.shard = None
+        if shard is not None:
+            rank, world = (int(x) for x in shard)
+            if not 0 <= rank < world:
+                raise LabelStoreError(f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard}")
+            self.shard = (rank, world)
+        self.journal = Journal(journal_dir(self.path, self.shard))
         self._epochs: dict[int, tuple[int, np.ndarray | None]] = {}
         self._entries: dict[tuple[int, int], BatchEntry] = {}
         if self.journal.exists():
@@ -208,6 +215,10 @@ class LabelWriter:
         if not 0 <= batch < nb:
             raise LabelStoreError(f"batch {batch} is out of range: epoch {epoch} has {nb} batches (0..{nb - 1})")
 
+    def owns(self, batch: int) -> bool:
+        """Whether this writer writes ``batch``: always, unless it is one rank's shard (batch % world == rank)."""
+        return self.shard is None or batch % self.shard[1] == self.shard[0]
+
     # -- batches ------------------------------------------------------------------------
     def is_written(self, epoch: int, batch: int) -> bool:
         return (epoch, batch) in self._entries
@@ -234,6 +245,11 @@ class LabelWriter:
         if (epoch, batch) in self._entries:
             raise LabelStoreError(
                 f"epoch {epoch} batch {batch} is already written; skip batches where is_written() is true"
+            )
+        if not self.owns(batch):
+            raise LabelStoreError(
+                f"batch {batch} belongs to rank {batch % self.shard[1]}, not to this shard (rank {self.shard[0]}); "
+                "skip batches where owns() is false"
             )
         n = len(self.batch_indices(epoch, batch))
         logits = np.asarray(logits)
@@ -289,14 +305,21 @@ class LabelWriter:
     # -- finishing ----------------------------------------------------------------------
     def missing(self) -> list[tuple[int, int]]:
         """(epoch, batch) pairs declared but not written yet."""
-        return [(e, b) for e in sorted(self._epochs) for b in range(self.num_batches(e)) if (e, b) not in self._entries]
+        return [
+            (e, b) for e in sorted(self._epochs) for b in range(self.num_batches(e))
+            if self.owns(b) and (e, b) not in self._entries
+        ]
 
-    def finalize(self) -> Path:
-        """Check completeness, build the HDF5 file atomically, remove the journal; returns the path."""
+    def finalize(self) -> Path | None:
+        """Check completeness, build the HDF5 file atomically, remove the journal; returns the path.
+
+        A shard (one rank of several) only checks and seals its own batches and returns None;
+        ``labelstore.merge_shards(path)`` then builds the file from all the shards.
+        """
         from ._build import build_file  # local: keeps h5py out of the writer's import path
 
         if self._finalized:
-            return self.path
+            return None if self.shard else self.path
         epochs = sorted(self._epochs)
         if not epochs:
             raise LabelStoreError("nothing to finalize: no epoch was begun")
@@ -311,9 +334,12 @@ class LabelWriter:
             )
         self.journal.sync()
         self.journal.close()
-        build_file(self.path, self.header, self.codec, self.image_sizes, self._epochs, self._entries, self.journal)
-        shutil.rmtree(self.journal.dir, ignore_errors=True)
         self._finalized = True
+        if self.shard is not None:
+            self.journal.mark_done()
+            return None
+        build_file(self.path, self.header, self.codec, self.image_sizes, self._epochs, self._entries, self.journal.read_chunk, self.journal.dir)
+        shutil.rmtree(self.journal.dir, ignore_errors=True)
         return self.path
 
     def close(self) -> None:
@@ -328,6 +354,13 @@ class LabelWriter:
             self.finalize()
         else:
             self.close()
+
+
+def journal_dir(path: Path, shard: tuple[int, int] | None = None) -> Path:
+    """Where the journal of ``path`` lives: ``<file>.partial/``, or one rank's ``<file>.shards/rank<r>of<w>/``."""
+    if shard is None:
+        return path.with_name(path.name + ".partial")
+    return path.with_name(path.name + ".shards") / f"rank{shard[0]}of{shard[1]}"
 
 
 def _positive_int(value, name: str, minimum: int = 1) -> int:

@@ -287,3 +287,32 @@ def test_concurrent_reads_from_processes(label_file):
     clone = pickle.loads(pickle.dumps(f))
     np.testing.assert_array_equal(clone[1, 1].logits, f[1, 1].logits)
     f.close()
+
+
+# -- shards ------------------------------------------------------------------------------
+def test_shards_merge_to_the_single_process_file(tmp_path):
+    from labelstore import merge_shards
+
+    def run(path, shard):
+        rng = np.random.default_rng(0)
+        w = LabelWriter(path, num_classes=10, num_images=50, codec="dense16", seed=7, image_sizes=(32, 32), shard=shard)
+        for e in range(2):
+            w.begin_epoch(e, 8)
+            for b in range(w.num_batches(e)):
+                logits = make_logits(rng, len(w.batch_indices(e, b)), 10)
+                if w.owns(b):
+                    w.write_batch(e, b, logits)
+        return w.finalize()
+
+    assert run(tmp_path / "one.h5", None) == tmp_path / "one.h5"
+    assert run(tmp_path / "m.h5", (1, 3)) is None
+    with pytest.raises(LabelStoreError, match="ranks \\[0, 2\\] are missing"):
+        merge_shards(tmp_path / "m.h5")
+    run(tmp_path / "m.h5", (0, 3))
+    run(tmp_path / "m.h5", (2, 3))
+    merge_shards(tmp_path / "m.h5")
+    with LabelFile(tmp_path / "one.h5") as a, LabelFile(tmp_path / "m.h5") as b:
+        for x, y in zip(a.batches(), b.batches()):
+            np.testing.assert_array_equal(x.logits, y.logits)
+            np.testing.assert_array_equal(x.boxes, y.boxes)
+    assert not (tmp_path / "m.h5.shards").exists()
