@@ -40,7 +40,8 @@ missing_packages() {
 
 check_debian() {
     if ! command -v dpkg >/dev/null 2>&1; then
-        say "warning: no dpkg (not Debian?); make sure the equivalents of ${APT_PACKAGES[*]} are installed"
+        [[ "${1:-}" == quiet ]] ||
+            say "warning: no dpkg (not Debian?); make sure the equivalents of ${APT_PACKAGES[*]} are installed"
         return 0
     fi
     local missing
@@ -69,14 +70,14 @@ up_to_date() {
 }
 
 if [[ "${FORCE:-0}" != 1 ]] && up_to_date; then
-    check_debian   # dpkg -s only; installs nothing unless a package was removed
+    check_debian quiet   # dpkg -s only; installs nothing unless a package was removed
     exit 0
 fi
 
 # Serialise concurrent runs (e.g. `make test` and `make demo` started together).
 exec 9>"$LOCK"
 command -v flock >/dev/null 2>&1 && flock 9
-if [[ "${FORCE:-0}" != 1 ]] && up_to_date; then check_debian; exit 0; fi
+if [[ "${FORCE:-0}" != 1 ]] && up_to_date; then check_debian quiet; exit 0; fi
 
 check_debian
 
