@@ -30,6 +30,7 @@ __all__ = [
     "load_image_folder",
     "open_dataset",
     "skimage_photos",
+    "to_tensor",
 ]
 
 FASHION_MNIST_DIR = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
@@ -247,3 +248,17 @@ def skimage_photos(names: tuple[str, ...] = SKIMAGE_PHOTOS) -> list[np.ndarray]:
         if img.ndim == 3 and img.shape[-1] == 3:
             photos.append(np.ascontiguousarray(img, dtype=np.uint8))
     return photos
+
+
+def to_tensor(images: np.ndarray, mean: list[float] | tuple[float, ...], std: list[float] | tuple[float, ...],
+              device: "str | None" = None):
+    """uint8 NHWC -> normalised float32 NCHW torch tensor ((x/255 - mean) / std)."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    if device is not None:
+        x = x.to(device)
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (x - m) / s

@@ -1,0 +1,76 @@
+"""Top-1 accuracy of a model or checkpoint on a labelled test set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from distill.data import ImageDataset, open_dataset, to_tensor
+from distill.models import check_class_count, load_teacher
+from labelstore.errors import LabelStoreError
+
+__all__ = ["EvaluateConfig", "accuracy", "evaluate", "check_data_fits"]
+
+
+@dataclass
+class EvaluateConfig:
+    """Settings of `distill evaluate`."""
+
+    checkpoint: str
+    data: str = "fashion-mnist"
+    split: str = "test"
+    subset: int | None = None  # evaluate on a class-balanced subset of this many images
+    batch_size: int = 500
+    device: str = "cpu"
+    seed: int = 0
+
+
+def check_data_fits(meta: dict[str, Any], ds: ImageDataset, what: str = "teacher") -> None:
+    """LabelStoreError unless the model's classes and channels match the data's."""
+    check_class_count(meta, ds.num_classes, ds.name, what)
+    if int(meta["in_channels"]) != ds.in_channels:
+        raise LabelStoreError(
+            f"{what} takes {meta['in_channels']}-channel images, data set {ds.name} has {ds.in_channels}"
+        )
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, images: np.ndarray, mean: list[float], std: list[float],
+            image_size: int | None = None, batch_size: int = 500, device: str = "cpu",
+            progress: bool = True, desc: str = "predict") -> np.ndarray:
+    """Logits (N, C) float32 of uint8 NHWC `images`, resized to `image_size` if it differs."""
+    model.eval()
+    out = []
+    for start in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress, leave=False):
+        x = to_tensor(images[start : start + batch_size], mean, std, device)
+        if image_size is not None and x.shape[-1] != image_size:
+            x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
+        out.append(model(x).float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def accuracy(model: torch.nn.Module, ds: ImageDataset, mean: list[float], std: list[float],
+             image_size: int | None = None, batch_size: int = 500, device: str = "cpu",
+             progress: bool = True) -> float:
+    """Top-1 accuracy in [0, 1] of `model` on `ds`."""
+    logits = predict(model, ds.images, mean, std, image_size, batch_size, device, progress, "evaluate")
+    return float((logits.argmax(1) == ds.labels).mean())
+
+
+def evaluate(cfg: EvaluateConfig, progress: bool = True) -> dict[str, Any]:
+    """Accuracy of `cfg.checkpoint` on `cfg.data`/`cfg.split`; returns a result record."""
+    model, meta = load_teacher(cfg.checkpoint, cfg.device)
+    ds = open_dataset(cfg.data, cfg.split, image_size=int(meta["image_size"]))
+    if cfg.subset:
+        ds = ds.subset(cfg.subset, seed=cfg.seed)
+    check_data_fits(meta, ds, what="model")
+    mean, std = meta.get("mean", [0.5] * ds.in_channels), meta.get("std", [0.5] * ds.in_channels)
+    acc = accuracy(model, ds, mean, std, int(meta["image_size"]), cfg.batch_size, cfg.device, progress)
+    return {"checkpoint": str(Path(cfg.checkpoint)), "model": meta["model"], "data": cfg.data,
+            "split": cfg.split, "images": len(ds), "accuracy": acc}
