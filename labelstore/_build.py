@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import shutil
 import zlib
 from pathlib import Path
 
@@ -41,13 +42,21 @@ def build_file(path: Path, header: dict, codec, image_sizes, epochs, entries, re
     ``read_chunk(entry)`` returns an entry's bytes; ``source_dir`` names the journal in messages.
     """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    need = sum(en.label_nbytes + en.crop_nbytes + en.mix_nbytes for en in entries.values())
+    need += 64 * len(entries) + 4 * header["num_images"] * (len(epochs) + 2) + (1 << 16)
+    free = shutil.disk_usage(path.parent).free
+    if free < need:
+        raise LabelStoreError(
+            f"not enough space to write {path}: about {need / 1e6:.1f} MB needed, {free / 1e6:.1f} MB free; "
+            f"the journal {source_dir} is intact: free space and finalize again"
+        )
     try:
         _write_hdf5(tmp, header, codec, image_sizes, epochs, entries, read_chunk)
         _seal(tmp)
         os.replace(tmp, path)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # h5py reports a failed write as either
         raise LabelStoreError(
-            f"could not write {path} ({exc.strerror or exc}); the journal {source_dir} is intact: "
+            f"could not write {path} ({getattr(exc, 'strerror', None) or exc}); the journal {source_dir} is intact: "
             "free space and finalize again"
         ) from None
     finally:

@@ -22,7 +22,7 @@ import numpy as np
 from . import _chunk
 from ._build import meta_crc32
 from ._format import (
-    DERIVED, EXPLICIT, FORMAT_NAME, SUPPORTED_VERSIONS, USERBLOCK_DTYPE, USERBLOCK_MAGIC, USERBLOCK_SIZE,
+    CHUNK_DTYPE, DERIVED, EPOCH_DTYPE, EXPLICIT, FORMAT_NAME, SUPPORTED_VERSIONS, USERBLOCK_DTYPE, USERBLOCK_MAGIC, USERBLOCK_SIZE,
 )
 from .codecs import LabelCodec, get_codec
 from .crops import CropPolicy, Mix, MixPolicy, draw_crops, draw_mix, draw_order
@@ -87,7 +87,10 @@ class LabelFile:
                 )
             if self.verify_checksums and int(attrs["meta_crc32"]) != meta_crc32(attrs):
                 raise LabelStoreError(f"{self.path}: metadata checksum mismatch (the header is corrupted); run `labelstore verify`")
+            self._check_structure(f, attrs)
             self.epoch_table = f["epochs"][...]
+            if (self.epoch_table["first_chunk"] != np.concatenate([[0], np.cumsum(self.epoch_table["num_batches"])[:-1]])).any():
+                raise LabelStoreError(f"{self.path}: the epoch table is inconsistent (corrupted); run `labelstore verify`")
             codec_arrays = {k: v[...] for k, v in f["codec_arrays"].items()} if "codec_arrays" in f else None
             self.image_sizes = f["image_sizes"][...].astype(np.int64) if "image_sizes" in f else None
         except LabelStoreError:
@@ -109,6 +112,27 @@ class LabelFile:
         self.user_attrs = json.loads(attrs["user_attrs"])
         self.codec: LabelCodec = get_codec(json.loads(attrs["codec"]), codec_arrays)
         self.num_epochs = len(self.epoch_table)
+
+    def _check_structure(self, f: h5py.File, attrs: dict) -> None:
+        """Datasets present with the dtypes and shapes the format says: cheap, metadata only."""
+        def bad(what: str):
+            return LabelStoreError(f"{self.path}: {what} (the file is corrupted or not written by labelstore); run `labelstore verify`")
+
+        for name, dtype in (("epochs", EPOCH_DTYPE), ("chunks", CHUNK_DTYPE)):
+            if name not in f or not isinstance(f[name], h5py.Dataset) or f[name].dtype != dtype or f[name].ndim != 1:
+                raise bad(f"/{name} is missing or malformed")
+        if "data" not in f or f["data"].dtype != np.uint8 or f["data"].ndim != 1:
+            raise bad("/data is missing or malformed")
+        epochs = f["epochs"]
+        if f["chunks"].shape[0] != int(epochs["num_batches"].sum(dtype=np.int64)):
+            raise bad("the chunk table does not match the epoch table")
+        n = int(attrs["num_images"])
+        if attrs.get("orders") == EXPLICIT and ("orders" not in f or f["orders"].shape != (len(epochs), n)):
+            raise bad("/orders is missing or has the wrong shape")
+        if "image_sizes" in f and f["image_sizes"].shape != (n, 2):
+            raise bad("/image_sizes has the wrong shape")
+        if attrs.get("crops") == DERIVED and "image_sizes" not in f:
+            raise bad("derived crops need /image_sizes, which is missing")
 
     # -- the lazy, per-process handle -----------------------------------------------------
     def _file(self) -> h5py.File:
@@ -238,6 +262,8 @@ class LabelFile:
         row = self._chunk_row(epoch, batch)
         start = int(row["offset"])
         size = int(row["label_nbytes"]) + int(row["crop_nbytes"]) + int(row["mix_nbytes"])
+        if start + size > self._file()["data"].shape[0]:
+            raise LabelStoreError(f"{self.path}: epoch {epoch} batch {batch} points past the end of the data (corrupted); run `labelstore verify`")
         try:
             blob = self._file()["data"][start : start + size].tobytes()
         except Exception as exc:
