@@ -1,0 +1,92 @@
+"""Applying a batch's mix, and turning backend pixels into model input — one code path.
+
+Record mode (teacher) and replay (student) both call :func:`to_model_input` on the uint8
+batch a backend yields, so the student sees bit-for-bit the pixels the teacher labelled:
+same mix, same order of operations, same normalisation.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from labelstore import LabelStoreError, Mix
+
+
+def apply_mix(images: torch.Tensor, mix: Mix | None) -> torch.Tensor:
+    """Mix a batch ``(n, C, H, W)`` as ``mix`` says: record i with record ``mix.partner[i]``.
+
+    CutMix pastes the partner's ``box`` region (output pixels) and keeps the dtype, so uint8
+    stays exact; Mixup blends ``lam * x + (1 - lam) * x[partner]`` in float32.
+    """
+    if mix is None:
+        return images
+    n = images.shape[0]
+    partner = torch.as_tensor(np.asarray(mix.partner, np.int64), device=images.device)
+    if partner.shape != (n,):
+        raise LabelStoreError(f"the mix is for a batch of {partner.shape[0]} records but the batch has {n}; "
+                              "the images and labels are out of step (check the batch size)")
+    if mix.kind == "cutmix":
+        y0, x0, y1, x1 = (int(v) for v in mix.box)
+        H, W = images.shape[-2:]
+        if not (0 <= y0 <= y1 <= H and 0 <= x0 <= x1 <= W):
+            raise LabelStoreError(f"the CutMix box {(y0, x0, y1, x1)} lies outside the {H}x{W} crops; "
+                                  "the crop size differs from the one the labels were made at")
+        out = images.clone()
+        out[:, :, y0:y1, x0:x1] = images[partner, :, y0:y1, x0:x1]
+        return out
+    if mix.kind == "mixup":
+        x = images if images.is_floating_point() else images.float()
+        lam = float(mix.lam)
+        return x * lam + x[partner] * (1.0 - lam)
+    raise LabelStoreError(f"unknown mix kind {mix.kind!r}")
+
+
+def mix_targets(targets: torch.Tensor, mix: Mix | None) -> torch.Tensor:
+    """Mix per-record targets linearly: ``lam * y + (1 - lam) * y[partner]`` (CutMix and Mixup alike)."""
+    if mix is None:
+        return targets
+    partner = torch.as_tensor(np.asarray(mix.partner, np.int64), device=targets.device)
+    lam = float(mix.lam)
+    return targets * lam + targets[partner] * (1.0 - lam)
+
+
+def _stats(values: Sequence[float] | float, gray: bool, name: str) -> list[float]:
+    v = [float(values)] if np.isscalar(values) else [float(x) for x in values]
+    if len(v) not in (1, 3):
+        raise LabelStoreError(f"{name} needs 1 or 3 values (per channel), got {len(v)}")
+    if gray:
+        return v[:1]
+    return v * 3 if len(v) == 1 else v
+
+
+def to_model_input(
+    pixels: torch.Tensor,
+    mix: Mix | None,
+    *,
+    mean: Sequence[float] | float,
+    std: Sequence[float] | float,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    channels_last: bool = False,
+    gray: bool = False,
+) -> torch.Tensor:
+    """uint8 ``(n, 3, H, W)`` from a backend -> mixed, normalised ``(x/255 - mean)/std`` model input.
+
+    ``mean``/``std`` are in [0, 1] units (e.g. ImageNet's 0.485, ...). ``gray`` keeps channel 0
+    only, for 1-channel models (backends replicate gray images to 3 channels).
+    """
+    x = pixels.to(device, non_blocking=True)
+    if gray:
+        x = x[:, :1]
+    x = apply_mix(x, mix)
+    m = torch.tensor(_stats(mean, gray, "mean"), device=x.device, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(_stats(std, gray, "std"), device=x.device, dtype=torch.float32).view(1, -1, 1, 1)
+    if (s <= 0).any():
+        raise LabelStoreError("std values must be positive")
+    x = (x.float() / 255.0 - m) / s
+    x = x.to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
