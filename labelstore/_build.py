@@ -42,6 +42,7 @@ def build_file(path: Path, header: dict, codec, image_sizes, epochs, entries, re
     ``read_chunk(entry)`` returns an entry's bytes; ``source_dir`` names the journal in messages.
     """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    _remove_stale_temps(path)
     need = sum(en.label_nbytes + en.crop_nbytes + en.mix_nbytes for en in entries.values())
     need += 64 * len(entries) + 4 * header["num_images"] * (len(epochs) + 2) + (1 << 16)
     free = shutil.disk_usage(path.parent).free
@@ -62,6 +63,17 @@ def build_file(path: Path, header: dict, codec, image_sizes, epochs, entries, re
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Drop temporary files left by finalizes that were killed (their process is gone)."""
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        try:
+            os.kill(int(stale.name.rsplit("-", 1)[1]), 0)
+        except (ValueError, ProcessLookupError):
+            stale.unlink(missing_ok=True)
+        except PermissionError:
+            pass  # alive, someone else's
 
 
 def _write_hdf5(tmp: Path, header, codec, image_sizes, epochs, entries, read_chunk) -> None:
