@@ -37,43 +37,63 @@ def load_photos() -> list[np.ndarray]:
     return [np.ascontiguousarray(getattr(skimage.data, name)()[..., :3]) for name in PHOTOS]
 
 
-def lite0_logits(num_crops: int, seed: int = 0, batch_size: int = 128,
+PART = 512  # crops per cached part file: the cache grows and resumes part by part
+
+
+def lite0_logits(num_crops: int, seed: int = 0, batch_size: int = 64,
                  threads: int | None = None, cache: bool = True) -> np.ndarray:
     """Logits ``(num_crops, 1000)`` float32 of Lite0 on RandomResizedCrop(224, 0.08–1) + flip
-    of the skimage photos, crop i from photo i % 7. Cached under results/teacher_logits/."""
-    out = CACHE_DIR / f"lite0_{num_crops}_seed{seed}.npy"
-    if cache and out.exists():
-        return np.load(out)
-    # a bigger cached run serves a smaller request (same seed: same first crops)
-    if cache and CACHE_DIR.exists():
-        for other in sorted(CACHE_DIR.glob(f"lite0_*_seed{seed}.npy")):
-            n = int(other.name.split("_")[1])
-            if n >= num_crops:
-                return np.load(other)[:num_crops]
+    of the skimage photos, crop i from photo i % 7. Cached in parts of 512 crops under
+    results/teacher_logits/lite0_seed<seed>/ (part p is seeded by (seed, p), so a killed run
+    resumes and a bigger request reuses every part already computed)."""
+    folder = CACHE_DIR / f"lite0_seed{seed}"
+    parts = []
+    for p in range((num_crops + PART - 1) // PART):
+        path = folder / f"part{p:05d}.npy"
+        if cache and path.exists():
+            parts.append(np.load(path))
+            continue
+        logits = _compute_part(seed, p, batch_size, threads)
+        if cache:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.stem + ".partial.npy")
+            np.save(tmp, logits)
+            os.replace(tmp, path)
+        parts.append(logits)
+    return np.concatenate(parts)[:num_crops] if parts else np.zeros((0, 1000), np.float32)
 
+
+def cached_crops(seed: int = 0) -> int:
+    """How many crops of this seed are already cached."""
+    return PART * len(list((CACHE_DIR / f"lite0_seed{seed}").glob("part[0-9]*[0-9].npy")))
+
+
+_STATE: dict = {}
+
+
+def _compute_part(seed: int, part: int, batch_size: int, threads: int | None) -> np.ndarray:
     import torch
     from torchvision.transforms import v2
     from tqdm import tqdm
 
     if threads:
         torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    model = load_lite0()
-    photos = [torch.from_numpy(p).permute(2, 0, 1).contiguous() for p in load_photos()]
+    if not _STATE:
+        _STATE["model"] = load_lite0()
+        _STATE["photos"] = [torch.from_numpy(p).permute(2, 0, 1).contiguous() for p in load_photos()]
+    model, photos = _STATE["model"], _STATE["photos"]
+    torch.manual_seed(seed * 1_000_003 + part)
     crop = v2.Compose([v2.RandomResizedCrop(224, scale=(0.08, 1.0), antialias=True),
                        v2.RandomHorizontalFlip()])
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    logits = np.empty((num_crops, 1000), np.float32)
-    for start in tqdm(range(0, num_crops, batch_size), desc="Lite0 logits", unit="batch"):
-        idx = range(start, min(start + batch_size, num_crops))
+    logits = np.empty((PART, 1000), np.float32)
+    first = part * PART
+    for start in tqdm(range(0, PART, batch_size), desc=f"Lite0 logits, part {part}", unit="batch"):
+        idx = range(first + start, first + min(start + batch_size, PART))
         batch = torch.stack([crop(photos[i % len(photos)]) for i in idx]).float() / 255.0
-        logits[start:idx.stop] = model((batch - mean) / std).numpy()
-    if cache:
-        CACHE_DIR.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".partial.npy")
-        np.save(tmp, logits)
-        os.replace(tmp, out)
+        with torch.inference_mode():
+            logits[start:start + len(idx)] = model((batch - mean) / std).numpy()
     return logits
 
 

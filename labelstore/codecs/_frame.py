@@ -90,7 +90,11 @@ def unpack(data: bytes, tag: int, num_classes: int, codec_id: str) -> tuple[int,
         size = zstandard.frame_content_size(data)
         if size < 0 or size > _MAX_PAYLOAD:
             raise LabelStoreError(f"{codec_id}: label chunk has no valid size in its zstd header")
-        payload = _decompressor().decompress(data)
+        dobj = _decompressor().decompressobj()
+        payload = dobj.decompress(data)
+        if not dobj.eof or dobj.unused_data or len(payload) != size:
+            raise LabelStoreError(f"{codec_id}: label chunk is truncated or has trailing bytes "
+                                  "after its zstd frame; it is corrupt")
     except LabelStoreError:
         raise
     except (zstandard.ZstdError, TypeError, ValueError) as exc:

@@ -146,7 +146,7 @@ class LowRank(LabelCodec):
         codes = reader.array(_frame.dtype_from_code(cd, cid), n * rank).reshape(rank, n).T
         r1 = reader.array(_frame.dtype_from_code(rd, cid), n * min(k, 1)).reshape(n, min(k, 1))
         idx = reader.array(_frame.dtype_from_code(idd, cid), n * k).reshape(n, k).astype(np.intp)
-        deltas = reader.array(_frame.dtype_from_code(gd, cid), n * max(k - 1, 0)).reshape(-1, n)
+        deltas = reader.array(_frame.dtype_from_code(gd, cid), n * max(k - 1, 0)).reshape(max(k - 1, 0), n)
         reader.finish()
         out = self._reconstruct(codes, step)
         if k == 0 or n == 0:
