@@ -1,0 +1,80 @@
+"""``labelstore pack SRC OUT``: import an SRe2L / LPLD / CV-DD / HALD / FKD label set or plain
+arrays into one label file (see docs/cli.md)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import cli
+from .importers import LAYOUTS
+from .importers.orders import ORDER_CHOICES
+
+
+def image_size_arg(text: str):
+    """'224', '32x32', 'HxW' or a path to an (N, 2) .npy of per-image sizes."""
+    if text.lower().endswith(".npy"):
+        import numpy as np
+
+        return np.load(text)
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        vals = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--image-size takes 224, HxW or sizes.npy, got {text!r}") from None
+    if len(vals) == 1:
+        return (vals[0], vals[0])
+    if len(vals) != 2:
+        raise argparse.ArgumentTypeError(f"--image-size takes 224, HxW or sizes.npy, got {text!r}")
+    return tuple(vals)
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", help="source folder (or one arrays file)")
+    p.add_argument("out", help="label file to write (.h5)")
+    p.add_argument("--from", dest="layout", choices=LAYOUTS, help="force the source layout (default: detected)")
+    p.add_argument("--codec", default="dense16", help="codec spec, e.g. dense16, dense_q:bits=8, topk:k=10 (default dense16)")
+    p.add_argument("--budget", help="largest file size allowed, e.g. 285MB: picks codec and stored epochs (see `labelstore budget`)")
+    p.add_argument("--num-classes", type=int, help="class count (checked against the files; FKD: default = class folders)")
+    p.add_argument("--image-size", type=image_size_arg, help="size the images had at relabel time: 224, HxW, or sizes.npy (N, 2); default 224 (FKD: required)")
+    p.add_argument("--fingerprint", help="image-set fingerprint 'sha256:…', or an .npy of the uint8 images to fingerprint")
+    p.add_argument("--batch-size", type=int, help="records per stored batch for FKD and arrays sources (default 256 / whole set)")
+    p.add_argument("--order", default="auto", choices=ORDER_CHOICES, help="sample order when the source does not store it (default: the codebase's own)")
+    p.add_argument("--order-from", help="per-epoch orders: LPLD .json, HALD .pt or .npy (E, N)")
+    p.add_argument("--source-temperature", type=float, help="temperature of stored probabilities (HALD default 20, FKD default 1)")
+    p.add_argument("--skip-bad", action="store_true", help="leave out epochs with missing or unreadable files and report them")
+    p.add_argument("--trust-pickles", action="store_true", help="allow full unpickling (runs code inside the files: only for files you made)")
+    p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    from .pack import pack
+
+    res = pack(args.src, args.out, layout=args.layout, codec=args.codec, budget=args.budget, num_classes=args.num_classes,
+               image_size=args.image_size, fingerprint=args.fingerprint, batch_size=args.batch_size, order=args.order,
+               order_from=args.order_from, source_temperature=args.source_temperature, skip_bad=args.skip_bad,
+               allow_pickle=args.trust_pickles, progress=not args.quiet and sys.stderr.isatty(), overwrite=args.force)
+    for note in res.notes:
+        print(f"note: {note}")
+    for s in res.skipped:
+        print(f"skipped: {s}")
+    params = ", ".join(f"{k}={v}" for k, v in res.codec.items() if k not in ("id", "num_classes"))
+    print(f"packed {res.layout} -> {res.path}: {res.records:,} records, {res.stored_epochs} epochs "
+          f"(source epochs {_ranges(res.source_epochs)}), codec {res.codec['id']}{f' ({params})' if params else ''}, "
+          f"{res.file_bytes:,} bytes ({res.file_bytes / max(res.records, 1):.1f} B/record)")
+    if res.plan is not None:
+        c = res.plan.chosen
+        print(f"budget {res.plan.budget:,} B: predicted {c.predicted_bytes:,} B, wrote {res.file_bytes:,} B "
+              f"({100 * (res.file_bytes - c.predicted_bytes) / c.predicted_bytes:+.1f}%)")
+    return 0
+
+
+def _ranges(xs: list[int]) -> str:
+    if not xs:
+        return "none"
+    if xs == list(range(xs[0], xs[-1] + 1)):
+        return f"{xs[0]}..{xs[-1]}" if len(xs) > 1 else str(xs[0])
+    return ",".join(map(str, xs))
+
+
+cli.register("pack", "import SRe2L / LPLD / CV-DD / HALD / FKD labels or arrays into one label file", add_args, run)
