@@ -181,10 +181,9 @@ def as_image_source(images: Any, labels: Sequence[int] | None = None) -> ImageSo
     if isinstance(images, torch.Tensor):
         raise LabelStoreError("pass images as a uint8 numpy array (N, H, W, C), e.g. tensor.permute(0, 2, 3, 1).numpy()")
     if isinstance(images, (list, tuple)):
-        if images and isinstance(images[0], (tuple, list)):
-            raise LabelStoreError("a list of (image, label) pairs: pass images and labels separately, or a dataset object")
-        return ListSource(images, labels)
-    if hasattr(images, "__getitem__") and hasattr(images, "__len__"):
+        if not (images and isinstance(images[0], (tuple, list))):
+            return ListSource(images, labels)  # else: a list of (image, label) pairs is a dataset
+    if hasattr(images, "__getitem__") and hasattr(images, "__len__"):  # a dataset of (image, label)
         src = DatasetSource(images)
         if labels is not None:
             src.labels = _check_labels(labels, src.num_images)

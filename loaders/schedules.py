@@ -171,6 +171,10 @@ class HALDSplit(Schedule):
     def kind_of(self, epoch, epochs):
         return Phases(self.phases(epochs)).kind_of(epoch, epochs)
 
+    @property
+    def needs_class_labels(self) -> bool:
+        return self.hard > 0
+
     def __str__(self) -> str:
         return f"hald:hard={_fmt(self.hard)}"
 
@@ -189,6 +193,10 @@ class Alternate(Schedule):
             if epoch < n:
                 return k
             epoch -= n
+
+    @property
+    def needs_class_labels(self) -> bool:
+        return any(k == HARD for k, _ in self.blocks)
 
     def __str__(self) -> str:
         return "alt:" + ",".join(f"{k}={n}" for k, n in self.blocks)
@@ -212,6 +220,10 @@ class Ratio(Schedule):
 
     def epoch_uses_labels(self, epoch, epochs):
         return self.hard < 1.0
+
+    @property
+    def needs_class_labels(self) -> bool:
+        return self.hard > 0
 
     def __str__(self) -> str:
         return f"ratio:hard={_fmt(self.hard)}"
@@ -241,6 +253,10 @@ class Blend(Schedule):
 
     def step(self, epoch, batch, epochs):
         return StepPlan(BLEND, self.weight(epoch, epochs))
+
+    @property
+    def needs_class_labels(self) -> bool:
+        return self.start < 1 or self.end < 1
 
     def __str__(self) -> str:
         if self.start == self.end:

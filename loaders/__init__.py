@@ -1,0 +1,42 @@
+"""loaders: replay stored crops with their soft labels, swap in hard labels by schedule.
+
+Public API: :class:`ReplayLoader` (training steps) and :func:`record_labels` (relabel through
+the same pixel path), the schedules and label pools, the losses and mixing, and the pixel
+backends: :class:`TorchBackend` (pure PyTorch) and, when FFCV is installed,
+:class:`FFCVBackend` with :func:`write_beton`.
+"""
+from .backend import CropBatch, PixelBackend
+from .distributed import resolve_rank, shard_batches
+from .images import ArraySource, DatasetSource, FolderSource, ImageSource, ListSource, as_image_source
+from .losses import kd_loss, smooth_one_hot, soft_cross_entropy
+from .mixing import apply_mix, mix_targets, to_model_input
+from .record import record_labels
+from .replay import IMAGENET_MEAN, IMAGENET_STD, ReplayLoader, Step
+from .schedules import (
+    AllHard, AllSoft, Alternate, Blend, DriftGated, HALDSplit, LabelPool, Phases, Ratio, Schedule, StepPlan,
+    parse_schedule,
+)
+from .torch_backend import TorchBackend
+
+__all__ = [
+    "CropBatch", "PixelBackend", "resolve_rank", "shard_batches",
+    "ArraySource", "DatasetSource", "FolderSource", "ImageSource", "ListSource", "as_image_source",
+    "kd_loss", "smooth_one_hot", "soft_cross_entropy", "apply_mix", "mix_targets", "to_model_input",
+    "record_labels", "IMAGENET_MEAN", "IMAGENET_STD", "ReplayLoader", "Step",
+    "AllHard", "AllSoft", "Alternate", "Blend", "DriftGated", "HALDSplit", "LabelPool", "Phases", "Ratio",
+    "Schedule", "StepPlan", "parse_schedule", "TorchBackend",
+]
+
+# FFCV is an optional extra: loaders works without it.
+try:
+    from .ffcv_backend import FFCVBackend  # noqa: F401
+
+    __all__.append("FFCVBackend")
+except ImportError:
+    pass
+try:
+    from .beton import write_beton  # noqa: F401
+
+    __all__.append("write_beton")
+except ImportError:
+    pass

@@ -1,0 +1,296 @@
+"""ReplayLoader: stored crops with their soft labels, and hard-label steps, as a schedule says.
+
+Backend-independent: which images form a batch, their crops, the batch's mix and its labels
+are decided here; any :class:`~loaders.backend.PixelBackend` (FFCV or the PyTorch twin)
+turns the crop records into pixels. In a soft step the student sees exactly the stored crop
+of exactly the stored batch, mixed by the stored Mix through the same code record mode used.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from labelstore import CropPolicy, LabelFile, LabelStoreError, Mix, MixPolicy, draw_crops, draw_mix, draw_order
+
+from .backend import CropBatch, PixelBackend
+from .distributed import resolve_rank, shard_batches
+from .losses import kd_loss, smooth_one_hot, soft_cross_entropy
+from .mixing import mix_targets, to_model_input
+from .schedules import BLEND, HARD, SOFT, LabelPool, Schedule, StepPlan, parse_schedule, resolve_pool
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_HARD_STREAM = 0x48415244  # "HARD": hard-step crops never share draws with the stored ones
+
+
+def derive_seed(seed: int, stream: int) -> int:
+    """A seed for an independent stream of draws (e.g. hard-step crops) from the loader seed."""
+    return int(np.random.SeedSequence([int(seed), stream]).generate_state(1, np.uint64)[0] >> np.uint64(2))
+
+
+@dataclass
+class Step:
+    """One training step: ``loss = step.loss(model(step.images))``.
+
+    ``targets``: soft steps, stored probabilities at ``temperature`` (drift-gated rows blended
+    with their hard label); hard steps, smoothed (and CutMix-mixed) one-hot targets. ``weight``
+    is the soft-loss weight of a blend step (1 otherwise).
+    """
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    kind: str
+    epoch: int
+    batch: int
+    weight: float
+    temperature: float
+    indices: np.ndarray  # image ids, in batch positions
+    logits: torch.Tensor | None = None  # stored teacher logits (soft / blend)
+    hard_targets: torch.Tensor | None = None  # smoothed, mixed class targets (hard / blend / drift)
+    labels: torch.Tensor | None = None  # class ids of the images, when known
+    gated: torch.Tensor | None = None  # drift gating: rows whose stored top-1 != true class
+    drift_beta: float | None = None
+    stored: tuple[int, int] | None = None  # (stored epoch, stored batch) a soft step replays
+    mix: Mix | None = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def loss(self, student_logits: torch.Tensor) -> torch.Tensor:
+        """The loss this step calls for, as a scalar tensor (computed in float32)."""
+        if self.kind == HARD:
+            return soft_cross_entropy(student_logits, self.hard_targets)
+        kd = kd_loss(student_logits, self.logits, temperature=self.temperature, reduction="none")
+        if self.gated is not None and bool(self.gated.any()):
+            g = self.gated.float() * self.drift_beta
+            kd = (1.0 - g) * kd + g * soft_cross_entropy(student_logits, self.hard_targets, reduction="none")
+        kd = kd.mean()
+        if self.kind == BLEND:
+            return self.weight * kd + (1.0 - self.weight) * soft_cross_entropy(student_logits, self.hard_targets)
+        return kd
+
+
+@dataclass
+class _Planned:
+    batch: int
+    plan: StepPlan
+    stored: tuple[int, int] | None
+    size: int
+
+
+class ReplayLoader:
+    """Iterate training steps: ``loader.set_epoch(e)`` (or let it advance), then ``for step in loader``.
+
+    ``schedule``: a Schedule or its string (``loaders.schedules``). ``pool``: how stored batches
+    are reused when fewer epochs are stored than replay labels (``cycle``, ``replacement``,
+    ``without_replacement``). ``labels_of_images``: class ids for hard steps, blend and drift
+    gating (else taken from ``backend.labels`` when the backend has them).
+    """
+
+    def __init__(
+        self,
+        labels: LabelFile | str | Path,
+        backend: PixelBackend,
+        schedule: Schedule | str = "soft",
+        *,
+        epochs: int,
+        batch_size: int | None = None,
+        temperature: float = 4.0,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        device: torch.device | str = "cpu",
+        channels_last: bool = False,
+        dtype: torch.dtype = torch.float32,
+        gray: bool = False,
+        seed: int = 0,
+        pool: LabelPool | str | None = None,
+        label_smoothing: float = 0.1,
+        hard_mix: MixPolicy = MixPolicy("cutmix"),
+        hard_crop: CropPolicy | None = None,
+        labels_of_images: Sequence[int] | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        segment: int = 64,
+    ):
+        self.labels = labels if isinstance(labels, LabelFile) else LabelFile(labels)
+        self.backend = backend
+        self.schedule = parse_schedule(schedule)
+        self.epochs = int(epochs)
+        self.schedule.validate(self.epochs)
+        if temperature <= 0:
+            raise LabelStoreError(f"temperature must be positive, got {temperature}")
+        self.temperature = float(temperature)
+        self.input_kw = dict(mean=mean, std=std, device=device, dtype=dtype, channels_last=channels_last, gray=gray)
+        self.device = torch.device(device)
+        self.seed = int(seed)
+        self.hard_seed = derive_seed(self.seed, _HARD_STREAM)
+        self.pool = resolve_pool(pool)
+        self.label_smoothing = float(label_smoothing)
+        self.hard_mix = hard_mix
+        self.hard_crop = hard_crop or self.labels.crop_policy
+        self.rank, self.world_size = resolve_rank(rank, world_size)
+        self.segment = max(1, int(segment))
+        self.num_images = self.labels.num_images
+        self.num_classes = self.labels.num_classes
+        self._check_images()
+        self.batch_size = self._resolve_batch_size(batch_size)
+        self.num_batches = -(-self.num_images // self.batch_size)
+        self.class_labels = self._resolve_class_labels(labels_of_images)
+        uses = [self.schedule.epoch_uses_labels(e, self.epochs) for e in range(self.epochs)]
+        self._label_epoch = np.cumsum(uses) - 1  # k of each label-replaying epoch
+        self._uses = uses
+        self._check_pool(sum(uses))
+        self.epoch = 0
+
+    # -- checks -------------------------------------------------------------------------
+    def _check_images(self) -> None:
+        n = int(self.backend.num_images)
+        if n != self.num_images:
+            raise LabelStoreError(
+                f"the label file labels {self.num_images} images but the backend holds {n}; "
+                "pair the labels with the image set they were made from"
+            )
+        self.labels.check_images(getattr(self.backend, "fingerprint", None), "the backend's images")
+        sizes = self.labels.image_sizes
+        if sizes is not None and not np.array_equal(sizes, np.asarray(self.backend.image_sizes)):
+            raise LabelStoreError("the backend's image sizes differ from those the labels were made for; "
+                                  "pair the labels with the image set they were made from")
+
+    def _resolve_batch_size(self, batch_size: int | None) -> int:
+        stored = sorted({self.labels.batch_size(e) for e in range(self.labels.num_epochs)})
+        if self.schedule.label_epochs(self.epochs) == 0:  # all hard: any batch size
+            return int(batch_size or stored[0])
+        if len(stored) > 1:
+            raise LabelStoreError(f"the label file's epochs have different batch sizes {stored}; "
+                                  "replay needs one batch size: use a file relabelled with a single batch size")
+        if batch_size is not None and int(batch_size) != stored[0]:
+            raise LabelStoreError(
+                f"batch_size={batch_size} but the label file stores batches of {stored[0]}: soft steps replay "
+                f"whole stored batches (labels depend on batch composition); pass batch_size={stored[0]} or None"
+            )
+        return stored[0]
+
+    def _resolve_class_labels(self, labels_of_images) -> np.ndarray | None:
+        y = labels_of_images if labels_of_images is not None else getattr(self.backend, "labels", None)
+        if y is None:
+            if self.schedule.needs_class_labels:
+                raise LabelStoreError(f"schedule '{self.schedule}' has hard-label steps (or blend / drift gating) and "
+                                      "needs the images' classes: pass labels_of_images= or a backend with labels")
+            return None
+        y = np.asarray(y)
+        if y.shape != (self.num_images,) or y.dtype.kind not in "iu" or (y < 0).any() or (y >= self.num_classes).any():
+            raise LabelStoreError(f"labels_of_images must be {self.num_images} class ids in 0..{self.num_classes - 1}")
+        return y.astype(np.int64)
+
+    def _check_pool(self, label_epochs: int) -> None:
+        S = self.labels.num_epochs
+        if self.pool is None and label_epochs > S:
+            raise LabelStoreError(
+                f"schedule '{self.schedule}' replays stored labels in {label_epochs} of {self.epochs} epochs but the "
+                f"file stores {S}; pass a pool policy to reuse stored batches: pool='without_replacement' (HALD), "
+                "'replacement' (LPLD) or 'cycle'"
+            )
+
+    # -- planning -----------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the training epoch the next iteration yields (as DistributedSampler.set_epoch)."""
+        if not 0 <= int(epoch) < self.epochs:
+            raise LabelStoreError(f"epoch {epoch} is out of range: training runs epochs 0..{self.epochs - 1}")
+        self.epoch = int(epoch)
+
+    def _size(self, b: int) -> int:
+        return min(self.batch_size, self.num_images - b * self.batch_size)
+
+    def plan(self, epoch: int) -> list[_Planned]:
+        """Every batch of ``epoch`` (all ranks): its StepPlan and the stored batch it replays."""
+        assign = None
+        if self._uses[epoch]:
+            k = int(self._label_epoch[epoch])
+            if self.pool is None:
+                assign = np.stack([np.full(self.num_batches, k), np.arange(self.num_batches)], 1)
+            else:
+                assign = self.pool.assign(k, self.num_batches, self.labels.num_epochs, self.seed)
+        out = []
+        for b in range(self.num_batches):
+            sp = self.schedule.step(epoch, b, self.epochs)
+            stored = (int(assign[b, 0]), int(assign[b, 1])) if sp.uses_labels else None
+            out.append(_Planned(b, sp, stored, self._size(stored[1] if stored else b)))
+        return out
+
+    def _mine(self, epoch: int) -> list[tuple[_Planned, slice | None]]:
+        items = self.plan(epoch)
+        return [(items[b], part) for b, part in shard_batches([it.size for it in items], self.rank, self.world_size)]
+
+    def __len__(self) -> int:
+        """Steps this rank yields in one epoch."""
+        return len(self._mine(self.epoch))
+
+    # -- iteration ----------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Step]:
+        if self.epoch >= self.epochs:
+            raise LabelStoreError(f"all {self.epochs} epochs have been iterated; call set_epoch(e) to run one again")
+        epoch = self.epoch
+        for size, seg in self._segments(self._mine(epoch)):
+            # crop records (and labels) for a segment, then its pixels in one backend call (prefetched)
+            seg = [(item, part, self._source(epoch, item)) for item, part in seg]
+            pixels = self.backend.iter_batches([src[0] for _, _, src in seg], size)
+            for (item, part, (crop, mix, logits)), px in zip(seg, pixels):
+                yield self._step(epoch, item, part, crop, mix, logits, px)
+        self.epoch = epoch + 1
+
+    def _segments(self, mine):
+        """Runs of up to ``segment`` steps with one output size (a backend call yields one size)."""
+        seg, size = [], None
+        for item, part in mine:
+            s = self.labels.crop_policy.size if item.stored is not None else self.hard_crop.size
+            if seg and (s != size or len(seg) == self.segment):
+                yield size, seg
+                seg = []
+            seg.append((item, part))
+            size = s
+        if seg:
+            yield size, seg
+
+    def _source(self, epoch: int, item: _Planned) -> tuple[CropBatch, Mix | None, np.ndarray | None]:
+        if item.stored is not None:
+            batch = self.labels.read_batch(*item.stored)
+            return CropBatch(batch.indices, batch.boxes, batch.flips), batch.mix, batch.logits
+        b, bs = item.batch, self.batch_size
+        idx = draw_order(self.hard_seed, epoch, self.num_images)[b * bs : (b + 1) * bs]
+        boxes, flips = draw_crops(self.hard_crop, self.hard_seed, epoch, idx, np.asarray(self.backend.image_sizes)[idx])
+        mix = draw_mix(self.hard_mix, self.hard_crop.size, self.hard_seed, epoch, b, len(idx))
+        return CropBatch(idx, boxes, flips), mix, None
+
+    def _step(self, epoch, item: _Planned, part, crop: CropBatch, mix, logits, pixels) -> Step:
+        dev = self.device
+        images = to_model_input(pixels, mix, **self.input_kw)
+        labels = hard = None
+        if self.class_labels is not None:
+            labels = torch.as_tensor(self.class_labels[crop.indices], device=dev)
+            hard = mix_targets(smooth_one_hot(labels, self.num_classes, self.label_smoothing), mix)
+        kind, sp = item.plan.kind, item.plan
+        step = Step(images, hard, kind, epoch, item.batch, sp.weight, self.temperature, np.asarray(crop.indices),
+                    labels=labels, hard_targets=hard, stored=item.stored, mix=mix)
+        if kind != HARD:
+            step.logits = torch.as_tensor(logits, device=dev)
+            probs = torch.softmax(step.logits / self.temperature, dim=-1)
+            step.targets = probs
+            if sp.drift_beta is not None:
+                step.drift_beta = sp.drift_beta
+                step.gated = step.logits.argmax(-1) != labels
+                g = step.gated.float()[:, None] * sp.drift_beta
+                step.targets = (1.0 - g) * probs + g * hard
+        if part is not None:  # the split tail batch of a sharded epoch (mix already applied to the whole batch)
+            for name in ("images", "targets", "logits", "hard_targets", "labels", "gated", "indices"):
+                v = getattr(step, name)
+                if v is not None:
+                    setattr(step, name, v[part])
+        return step
+
+    def __repr__(self) -> str:
+        return (f"<ReplayLoader {self.epochs} epochs, schedule '{self.schedule}', pool {self.pool}, "
+                f"batch {self.batch_size}, rank {self.rank}/{self.world_size}>")
