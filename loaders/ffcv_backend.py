@@ -1,0 +1,216 @@
+"""The FFCV pixel backend: stored crops replayed inside FFCV's compiled pipeline.
+
+``FFCVBackend.iter_batches`` writes each record's box and flip into a parameter table keyed
+by sample id (``loaders._ffcv_ops``), points a SEQUENTIAL FFCV Loader at the records' ids,
+and lets the replay decoder crop, resize and flip every image before batching, so
+variable-size images work. Because the table holds one row per image and FFCV batches have
+a fixed size, a call is cut into *segments* — runs of batches in which no image appears
+twice and only the last batch may be short — and each segment is one FFCV pass.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from labelstore import LabelStoreError
+
+from .backend import CropBatch
+from .beton import BetonInfo, open_beton
+
+
+def _default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+class _Piece:
+    """Rows ``rows`` of CropBatch number ``batch``: what one FFCV batch decodes."""
+
+    __slots__ = ("batch", "rows", "ids")
+
+    def __init__(self, batch: int, rows: np.ndarray, ids: np.ndarray):
+        self.batch, self.rows, self.ids = batch, rows, ids
+
+
+def plan_segments(batches: Sequence[CropBatch], batch_size: int, num_images: int) -> list[list[_Piece]]:
+    """Cut a call into FFCV passes: no image twice in a pass; only a pass's last batch may be short.
+
+    A CropBatch that names one image twice is split into pieces of distinct images, each
+    ending its pass (the pieces are put back together before the batch is yielded).
+    """
+    segments: list[list[_Piece]] = []
+    stamp = np.full(num_images, -1, np.int64)  # the segment an image was last used in
+    current: list[_Piece] = []
+
+    def close():
+        nonlocal current
+        if current:
+            segments.append(current)
+            current = []
+
+    for b, cb in enumerate(batches):
+        ids = np.asarray(cb.indices, np.int64)
+        if len(ids) == 0:
+            continue
+        if len(np.unique(ids)) == len(ids):
+            pieces = [_Piece(b, np.arange(len(ids)), ids)]
+        else:  # round r takes the r-th occurrence of every image
+            order = np.argsort(ids, kind="stable")
+            first = np.r_[0, np.flatnonzero(np.diff(ids[order])) + 1]
+            occ = np.arange(len(ids)) - np.repeat(first, np.diff(np.r_[first, len(ids)]))
+            rank = np.empty(len(ids), np.int64)
+            rank[order] = occ
+            pieces = [_Piece(b, np.flatnonzero(rank == r), ids[rank == r]) for r in range(int(rank.max()) + 1)]
+            close()
+        for piece in pieces:
+            if (stamp[piece.ids] == len(segments)).any():
+                close()
+            current.append(piece)
+            stamp[piece.ids] = len(segments)
+            if len(piece.ids) < batch_size or len(pieces) > 1:
+                close()
+    close()
+    return segments
+
+
+class FFCVBackend:
+    """PixelBackend over an FFCV ``.beton`` written by :func:`loaders.write_beton`.
+
+    ``num_workers`` numba threads decode (FFCV sets numba's and torch's thread counts to
+    it); ``batches_ahead`` batches are prefetched. One FFCV Loader is built and compiled per
+    (output size, batch size) and reused across calls. Yielded tensors are views of FFCV's
+    buffers, valid until the next batch is requested, unless ``copy=True`` (see docs).
+    """
+
+    def __init__(
+        self,
+        beton_path: str | Path,
+        *,
+        num_workers: int | None = None,
+        os_cache: bool = True,
+        batches_ahead: int = 3,
+        copy: bool = False,
+    ):
+        from ._ffcv_ops import ParamTable
+
+        self.info: BetonInfo = open_beton(beton_path)
+        self.path = self.info.path
+        self.num_images = self.info.num_images
+        self.image_sizes = self.info.image_sizes
+        self.fingerprint = self.info.fingerprint
+        self.labels = self.info.labels
+        self.num_workers = int(num_workers) if num_workers else _default_workers()
+        self.os_cache = bool(os_cache)
+        self.batches_ahead = max(1, int(batches_ahead))
+        self.copy = bool(copy)
+        self._params = ParamTable(self.num_images)
+        self._loaders: dict[tuple[int, int, int], object] = {}
+        self.passes = 0  # FFCV passes run so far (one per segment): for tests and profiling
+
+    # -- the Loader, built once per (H, W, batch size) --------------------------------------
+    def _loader(self, H: int, W: int, batch_size: int):
+        key = (H, W, batch_size)
+        if key not in self._loaders:
+            from ffcv.loader import Loader, OrderOption
+            from ffcv.pipeline import PipelineSpec
+            from ffcv.transforms import ToTensor, ToTorchImage
+
+            from ._ffcv_ops import ReplayCropDecoder
+
+            decoder = ReplayCropDecoder((H, W), self._params)
+            pipelines = {name: None for name in self._field_names()}
+            pipelines[self.info.image_field] = PipelineSpec(
+                self.info.image_field, decoder=decoder, transforms=[ToTensor(), ToTorchImage(channels_last=True)]
+            )
+            try:
+                loader = Loader(
+                    str(self.path), batch_size=batch_size, num_workers=self.num_workers, os_cache=self.os_cache,
+                    order=OrderOption.SEQUENTIAL, pipelines=pipelines, drop_last=False,
+                    batches_ahead=self.batches_ahead, seed=0,
+                )
+            except Exception as exc:
+                raise LabelStoreError(f"FFCV cannot load {self.path} ({type(exc).__name__}: {exc}); rewrite it with write_beton") from None
+            self._loaders[key] = loader
+        return self._loaders[key]
+
+    def _field_names(self) -> list[str]:
+        from ffcv.reader import Reader
+
+        return list(Reader(str(self.path)).field_names)
+
+    # -- checks -----------------------------------------------------------------------------
+    def _check(self, cb: CropBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        idx = np.asarray(cb.indices, np.int64).reshape(-1)
+        boxes = np.asarray(cb.boxes, np.int64).reshape(-1, 4)
+        flips = np.asarray(cb.flips, bool).reshape(-1)
+        if not (len(idx) == len(boxes) == len(flips)):
+            raise LabelStoreError(f"a CropBatch has {len(idx)} ids, {len(boxes)} boxes and {len(flips)} flips; they must agree")
+        if len(idx) and ((idx < 0).any() or (idx >= self.num_images).any()):
+            raise LabelStoreError(f"a crop record names image {int(idx.max())}, but {self.path.name} has {self.num_images} images")
+        sizes = self.image_sizes[idx]
+        bad = (boxes[:, :2] < 0).any(1) | (boxes[:, 2:] < 1).any(1) | (boxes[:, 0] + boxes[:, 2] > sizes[:, 0]) | (
+            boxes[:, 1] + boxes[:, 3] > sizes[:, 1]
+        )
+        if bad.any():
+            j = int(np.argmax(bad))
+            raise LabelStoreError(
+                f"crop {tuple(int(v) for v in boxes[j])} of image {idx[j]} lies outside its {tuple(int(v) for v in sizes[j])} "
+                "pixels; the labels were made for images of another size"
+            )
+        return idx, boxes.astype(np.int32), flips
+
+    # -- the PixelBackend contract ------------------------------------------------------------
+    def iter_batches(self, batches: Sequence[CropBatch], size: tuple[int, int]) -> Iterator[torch.Tensor]:
+        """Yield uint8 ``(n, 3, H, W)`` per CropBatch, in order (see ``loaders.backend``)."""
+        H, W = (int(s) for s in size)
+        if H < 1 or W < 1:
+            raise LabelStoreError(f"the output size must be positive, got {size}")
+        records = [self._check(cb) for cb in batches]
+        lengths = [len(r[0]) for r in records]
+        if not any(lengths):
+            for _ in records:
+                yield torch.empty(0, 3, H, W, dtype=torch.uint8)
+            return
+        bs = max(lengths)
+        loader = self._loader(H, W, bs)
+        next_b = 0  # the next CropBatch to yield; pieces complete their batches in order
+        partial: dict[int, list] = {}  # a split CropBatch being assembled: [tensor, rows missing]
+        for segment in plan_segments(batches, bs, self.num_images):
+            for piece in segment:
+                _, boxes, flips = records[piece.batch]
+                self._params.set(piece.ids, boxes[piece.rows], flips[piece.rows])
+            ids = np.concatenate([p.ids for p in segment]).astype(np.uint64)
+            loader.indices = ids
+            loader.traversal_order.indices = ids
+            loader.first_traversal_order = ids  # Loader.__len__ reads it
+            self.passes += 1
+            it = iter(loader)  # prefetching starts here: the parameters are already in place
+            try:
+                for piece in segment:
+                    (images,) = next(it)
+                    n = lengths[piece.batch]
+                    if len(piece.rows) == n:  # the usual case: a whole CropBatch in one FFCV batch
+                        out = images.clone() if self.copy else images
+                    else:
+                        slot = partial.setdefault(piece.batch, [torch.empty(n, 3, H, W, dtype=torch.uint8), n])
+                        slot[0][torch.as_tensor(piece.rows)] = images
+                        slot[1] -= len(piece.rows)
+                        if slot[1]:
+                            continue
+                        out = partial.pop(piece.batch)[0]
+                    while next_b < piece.batch:  # empty CropBatches before this one
+                        yield torch.empty(0, 3, H, W, dtype=torch.uint8)
+                        next_b += 1
+                    yield out
+                    next_b += 1
+            finally:
+                it.close()
+        while next_b < len(records):
+            yield torch.empty(0, 3, H, W, dtype=torch.uint8)
+            next_b += 1
