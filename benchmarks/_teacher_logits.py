@@ -97,6 +97,53 @@ def _compute_part(seed: int, part: int, batch_size: int, threads: int | None) ->
     return logits
 
 
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def _idx(path: Path) -> np.ndarray:
+    import gzip
+
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def fashion_logits(train_images: int = 60000, seed: int = 0, cache: bool = True) -> np.ndarray:
+    """10-class logits ``(10000, 10)`` of a tiny ConvNet trained for one epoch on
+    Fashion-MNIST (the first ``train_images`` training images), on the 10k test images."""
+    out = CACHE_DIR / f"fashion_convnet_{train_images}_seed{seed}.npy"
+    if cache and out.exists():
+        return np.load(out)
+    import torch
+    from torch import nn
+    from tqdm import tqdm
+
+    torch.manual_seed(seed)
+    xtr = torch.from_numpy(_idx(FASHION / "train-images-idx3-ubyte.gz")[:train_images].copy())
+    ytr = torch.from_numpy(_idx(FASHION / "train-labels-idx1-ubyte.gz")[:train_images].astype(np.int64))
+    xte = torch.from_numpy(_idx(FASHION / "t10k-images-idx3-ubyte.gz").copy())
+    prep = lambda x: (x.float().unsqueeze(1) / 255.0 - 0.286) / 0.353  # noqa: E731
+    net = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Flatten(), nn.Linear(32 * 7 * 7, 10))
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    order = torch.randperm(len(xtr))
+    for start in tqdm(range(0, len(xtr), 128), desc="Fashion-MNIST ConvNet, 1 epoch", unit="batch"):
+        b = order[start:start + 128]
+        loss = nn.functional.cross_entropy(net(prep(xtr[b])), ytr[b])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.inference_mode():
+        logits = torch.cat([net(prep(xte[i:i + 1000])) for i in range(0, len(xte), 1000)]).numpy()
+    if cache:
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        np.save(out, logits)
+    return logits.astype(np.float32)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--crops", type=int, default=20000)

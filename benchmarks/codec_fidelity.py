@@ -1,0 +1,254 @@
+"""Codec rate–distortion: bytes per record vs KL divergence, top-1/top-5 agreement and speed,
+for every codec setting, next to the SRe2L and FKD on-disk layouts written for real.
+
+    python -m benchmarks.codec_fidelity [--quick] [--crops N] [--batch 1024]
+
+Data: (a) EfficientNet-Lite0 logits (1000 classes) of RandomResizedCrops of the skimage
+photos; (b) a tiny Fashion-MNIST ConvNet's logits (10 classes). Learned codecs are fitted on
+held-out records, never on the ones they are scored on. Writes results/codec_fidelity/.
+"""
+from __future__ import annotations
+
+import os
+
+# one core: timings are single-threaded numpy/BLAS (set before numpy is imported)
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from labelstore.codecs import parse_codec_spec  # noqa: E402
+
+from . import _teacher_logits as teachers  # noqa: E402
+
+OUT = Path("results") / "codec_fidelity"
+SETTINGS_1K = [
+    "dense16", "dense_q:bits=8", "dense_q:bits=6", "dense_q:bits=4",
+    "topk:k=1", "topk:k=5", "topk:k=10", "topk:k=10,tail_temperature=0", "topk:k=20",
+    "topk:k=50", "topk:k=100",
+    "lowrank:rank=4", "lowrank:rank=8", "lowrank:rank=16", "lowrank:rank=32",
+    "lowrank:rank=16,k=5", "lowrank:rank=32,k=5", "lowrank:rank=64,k=5",
+    "lowrank:rank=128,k=5", "lowrank:rank=128,k=10,step=0.25", "lowrank:rank=256,k=10,step=0.25",
+]
+SETTINGS_10 = ["dense16", "dense_q:bits=8", "dense_q:bits=4", "topk:k=1", "topk:k=3",
+               "topk:k=5", "lowrank:rank=2", "lowrank:rank=4", "lowrank:rank=6,k=2"]
+TARGETS = [  # (max bytes/record, min top-1 agreement, max KL(T=20)) at 1000 classes
+    (20.0, 0.99, 1e-3), (200.0, 0.995, 1e-4)]
+
+
+# -- fidelity metrics ------------------------------------------------------------------------
+def log_softmax(x: np.ndarray, t: float) -> np.ndarray:
+    z = x.astype(np.float64) / t
+    z -= z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def fidelity(ref: np.ndarray, dec: np.ndarray) -> dict[str, float]:
+    """KL(p_ref || p_dec) at T=20 and T=1 (mean over records), top-1 agreement, top-5 overlap."""
+    out = {}
+    for t in (20.0, 1.0):
+        lp, lq = log_softmax(ref, t), log_softmax(dec, t)
+        out[f"kl_t{int(t)}"] = float(np.maximum((np.exp(lp) * (lp - lq)).sum(axis=1), 0).mean())
+    out["top1"] = float((ref.argmax(1) == dec.argmax(1)).mean())
+    k = min(5, ref.shape[1])
+    a, b = np.argsort(-ref, 1)[:, :k], np.argsort(-dec, 1)[:, :k]
+    out["top5"] = float(np.mean([len(np.intersect1d(x, y)) / k for x, y in zip(a, b)]))
+    return out
+
+
+# -- our codecs ------------------------------------------------------------------------------
+def run_codec(spec: str, fit: np.ndarray, x: np.ndarray, batch: int, repeats: int) -> dict:
+    codec = parse_codec_spec(spec, x.shape[1])
+    if codec.needs_fit:
+        codec.fit(fit)
+    chunks = [x[i:i + batch] for i in range(0, len(x), batch)]
+    enc = dec = float("inf")
+    for _ in range(repeats):  # best of a few passes: the machine is shared
+        t0 = time.perf_counter()
+        blobs = [codec.encode(c) for c in chunks]
+        t1 = time.perf_counter()
+        decoded = [codec.decode(b) for b in blobs]
+        t2 = time.perf_counter()
+        enc, dec = min(enc, t1 - t0), min(dec, t2 - t1)
+    arrays = sum(a.nbytes for a in codec.get_arrays().values())
+    return {"bytes_per_record": sum(map(len, blobs)) / len(x), "arrays_bytes": arrays,
+            "encode_rps": len(x) / enc, "decode_rps": len(x) / dec,
+            **fidelity(x, np.concatenate(decoded))}
+
+
+# -- baselines written for real --------------------------------------------------------------
+def sre2l_baseline(x: np.ndarray, batch: int, folder: Path) -> dict:
+    """SRe2L/HALD relabel layout: per batch a torch.save of
+    [coords f32 (B,4), flip bool (B,), mix_index i64 (B,), mix_lam float, mix_bbox 4 ints, logits fp16]."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    total, t0 = 0, time.perf_counter()
+    for b, start in enumerate(range(0, len(x), batch)):
+        logits = torch.from_numpy(x[start:start + batch]).half()
+        n = len(logits)
+        record = [torch.from_numpy(rng.random((n, 4), dtype=np.float32)),
+                  torch.from_numpy(rng.random(n) < 0.5), torch.randperm(n),
+                  float(rng.random()), [int(v) for v in rng.integers(0, 224, 4)], logits]
+        path = folder / f"batch_{b}.tar"
+        torch.save(record, path)
+        total += path.stat().st_size
+    t1 = time.perf_counter()
+    dec = np.concatenate([torch.load(folder / f"batch_{b}.tar")[-1].float().numpy()
+                          for b in range((len(x) + batch - 1) // batch)])
+    t2 = time.perf_counter()
+    return {"bytes_per_record": total / len(x), "arrays_bytes": 0, "encode_rps": len(x) / (t1 - t0),
+            "decode_rps": len(x) / (t2 - t1), **fidelity(x, dec)}
+
+
+def fkd_baseline(x: np.ndarray, image_of: np.ndarray, folder: Path, k: int = 5, temp: float = 20.0) -> dict:
+    """FKD layout: per image a torch.save of [coords (N,4), flip (N,), labels]; labels per crop
+    a fp16 (2,k) [indices; probabilities at T] with the leftover mass spread evenly."""
+    import torch
+
+    c = x.shape[1]
+    k = min(k, c - 1)
+    p = np.exp(log_softmax(x, temp))
+    idx = np.argsort(-p, 1)[:, :k]
+    top = np.take_along_axis(p, idx, 1)
+    labels = np.stack([idx, top], axis=1).astype(np.float16)  # FKD casts indices to fp16 too
+    rng = np.random.default_rng(0)
+    total, t0 = 0, time.perf_counter()
+    for img in np.unique(image_of):
+        sel = np.flatnonzero(image_of == img)
+        path = folder / f"image_{img}.tar"
+        torch.save([torch.from_numpy(rng.random((len(sel), 4), dtype=np.float32)),
+                    torch.from_numpy(rng.random(len(sel)) < 0.5), torch.from_numpy(labels[sel])], path)
+        total += path.stat().st_size
+    t1 = time.perf_counter()
+    loaded = np.empty_like(labels)
+    for img in np.unique(image_of):
+        loaded[image_of == img] = torch.load(folder / f"image_{img}.tar")[2].numpy()
+    q_idx, q_top = loaded[:, 0].astype(np.int64), loaded[:, 1].astype(np.float64)
+    q = np.repeat(np.maximum(1 - q_top.sum(1), 1e-12)[:, None] / (c - k), c, axis=1)
+    np.put_along_axis(q, q_idx, q_top, axis=1)
+    t2 = time.perf_counter()
+    return {"bytes_per_record": total / len(x), "arrays_bytes": 0, "encode_rps": len(x) / (t1 - t0),
+            "decode_rps": len(x) / (t2 - t1), **fidelity(x, temp * np.log(np.maximum(q, 1e-30)))}
+
+
+# -- driver ----------------------------------------------------------------------------------
+def evaluate(name: str, x: np.ndarray, fit: np.ndarray, settings: list[str], image_of: np.ndarray,
+             batch: int, repeats: int) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, fn in (("SRe2L fp16 (torch.save per batch)", lambda: sre2l_baseline(x, batch, Path(tmp))),
+                          ("FKD top-5 fp16 (torch.save per image)", lambda: fkd_baseline(x, image_of, Path(tmp)))):
+            rows.append({"dataset": name, "codec": label, "baseline": True, **fn()})
+    for spec in tqdm(settings, desc=f"codecs on {name}", unit="setting"):
+        rows.append({"dataset": name, "codec": spec, "baseline": False,
+                     **run_codec(spec, fit, x, batch, repeats)})
+    base = rows[0]["bytes_per_record"]
+    for r in rows:
+        r["ratio_vs_sre2l"] = base / r["bytes_per_record"]
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    head = f"{'codec':44s} {'B/rec':>8s} {'x SRe2L':>8s} {'KL T=20':>9s} {'KL T=1':>9s} {'top1':>7s} {'top5':>6s} {'enc/s':>9s} {'dec/s':>9s}"
+    for ds in dict.fromkeys(r["dataset"] for r in rows):
+        print(f"\n== {ds} ==\n{head}")
+        for r in (r for r in rows if r["dataset"] == ds):
+            print(f"{r['codec'][:44]:44s} {r['bytes_per_record']:8.1f} {r['ratio_vs_sre2l']:8.1f} "
+                  f"{r['kl_t20']:9.2e} {r['kl_t1']:9.2e} {r['top1']:7.4f} {r['top5']:6.3f} "
+                  f"{r['encode_rps']:9.0f} {r['decode_rps']:9.0f}")
+
+
+def check_targets(rows: list[dict]) -> list[str]:
+    lines = []
+    ours = [r for r in rows if "1000-class" in r["dataset"] and not r["baseline"]]
+    for max_b, min_top1, max_kl in TARGETS:
+        ok = [r for r in ours if r["bytes_per_record"] <= max_b and r["top1"] >= min_top1
+              and r["kl_t20"] <= max_kl]
+        best = min(ok, key=lambda r: r["bytes_per_record"]) if ok else None
+        what = (f"MET by {best['codec']} ({best['bytes_per_record']:.1f} B, top-1 {best['top1']:.4f}, "
+                f"KL {best['kl_t20']:.1e})" if best else "MISSED")
+        lines.append(f"target <= {max_b:g} B, top-1 >= {min_top1}, KL(T=20) <= {max_kl:g}: {what}")
+    fast = [r for r in ours if r["decode_rps"] >= 200_000 and r["encode_rps"] >= 50_000]
+    lines.append(f"speed (decode >= 200k/s, encode >= 50k/s, one core): met by {len(fast)} of "
+                 f"{len(ours)} settings: {', '.join(r['codec'] for r in fast)}")
+    return lines
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(7 * len(datasets), 5.5), squeeze=False)
+    for ax, ds in zip(axes[0], datasets):
+        for r in (r for r in rows if r["dataset"] == ds):
+            family = "baseline" if r["baseline"] else r["codec"].split(":")[0]
+            style = {"baseline": "ks", "dense16": "C0o", "dense_q": "C1o", "topk": "C2^", "lowrank": "C3D"}[family]
+            ax.loglog(r["bytes_per_record"], max(r["kl_t20"], 1e-10), style, ms=6)
+            ax.annotate(r["codec"].replace("lowrank:", "lr:").replace(",tail_temperature=0", ",mean"),
+                        (r["bytes_per_record"], max(r["kl_t20"], 1e-10)), fontsize=6,
+                        xytext=(3, 2), textcoords="offset points")
+        ax.set(xlabel="bytes per record (all-in label bytes)", ylabel="KL(T=20), mean over records",
+               title=ds)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="2,000 crops, small Fashion-MNIST run")
+    ap.add_argument("--crops", type=int, default=None, help="Lite0 crops to score (default 20,000)")
+    ap.add_argument("--fit", type=int, default=None, help="held-out crops to fit learned codecs on")
+    ap.add_argument("--logits", type=Path, default=None,
+                    help="score your own (n, C) float32 .npy logits instead of Lite0's")
+    ap.add_argument("--batch", type=int, default=1024, help="records per encoded chunk")
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args(argv)
+    crops = args.crops or (2000 if args.quick else 20000)
+    fit_n = args.fit or (1024 if args.quick else 4096)
+    OUT.mkdir(parents=True, exist_ok=True)
+
+    logits = (np.load(args.logits).astype(np.float32) if args.logits
+              else teachers.lite0_logits(fit_n + crops, threads=2))
+    crops = min(crops, len(logits) - fit_n)
+    fit, x = logits[:fit_n], logits[fit_n:]
+    photo = np.arange(fit_n, fit_n + crops) % len(teachers.PHOTOS)
+    # stress test: a basis fitted on crops of *other* photos than the ones scored
+    fit_other = fit[np.arange(fit_n) % len(teachers.PHOTOS) < 4]
+    held = photo >= 4
+    rows = evaluate(f"lite0 1000-class, {crops} crops", x, fit, SETTINGS_1K, photo, args.batch,
+                    args.repeats)
+    rows += evaluate(f"lite0 unseen photos, {int(held.sum())} crops", x[held], fit_other,
+                     ["topk:k=10", "lowrank:rank=16", "lowrank:rank=32,k=5", "lowrank:rank=128,k=5"],
+                     photo[held], args.batch, args.repeats)
+    fm = teachers.fashion_logits(train_images=10000 if args.quick else 60000)
+    rows += evaluate("fashion-mnist 10-class", fm[2000:], fm[:2000], SETTINGS_10,
+                     np.arange(len(fm) - 2000) // 500, args.batch, args.repeats)
+
+    print_table(rows)
+    verdict = check_targets(rows)
+    print("\n" + "\n".join(verdict))
+    keys = ["dataset", "codec", "baseline", "bytes_per_record", "ratio_vs_sre2l", "kl_t20", "kl_t1",
+            "top1", "top5", "encode_rps", "decode_rps", "arrays_bytes"]
+    with open(OUT / "codec_fidelity.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, keys)
+        w.writeheader()
+        w.writerows({k: r[k] for k in keys} for r in rows)
+    (OUT / "targets.txt").write_text("\n".join(verdict) + "\n")
+    plot(rows, OUT / "codec_fidelity.png")
+    print(f"\nwrote {OUT / 'codec_fidelity.csv'}, {OUT / 'codec_fidelity.png'}")
+
+
+if __name__ == "__main__":
+    main()
