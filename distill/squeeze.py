@@ -110,7 +110,7 @@ def train_model(model: torch.nn.Module, train: ImageDataset, test: ImageDataset,
             loss.backward()
             opt.step()
             step += 1
-            loss_sum += float(loss) * len(idx)
+            loss_sum += loss.item() * len(idx)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(idx)
             if b % 20 == 0:

@@ -1,0 +1,176 @@
+"""The `distill` command: squeeze | recover | relabel | train | evaluate | demo.
+
+Each subcommand fills its stage's config dataclass from the command line, runs the stage and
+prints where the outputs went; the resolved config is written beside every output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from labelstore.errors import LabelStoreError
+
+__all__ = ["main", "build_parser"]
+
+
+def _squeeze_args(p: argparse.ArgumentParser) -> None:
+    from distill.squeeze import SqueezeConfig as C
+
+    d = C()
+    p.add_argument("--out", dest="out_dir", default=d.out_dir, help="output folder (default %(default)s)")
+    p.add_argument("--data", default=d.data, help="fashion-mnist | file.npz | image folder (default %(default)s)")
+    p.add_argument("--models", nargs="+", default=d.models,
+                   help="architectures to train: convnet resnet18 mobilenetv2 shufflenetv2 densenet121")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr, help="SGD peak learning rate (warm-up, cosine)")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--no-augment", dest="augment", action="store_false", help="no random shift/flip")
+    p.add_argument("--image-size", type=int, default=None, help="resize image folders to this side")
+    p.add_argument("--train-subset", type=int, default=None, help="train on a class-balanced subset")
+    p.add_argument("--test-subset", type=int, default=None)
+    p.add_argument("--max-steps", type=int, default=None, help="stop each model after this many steps")
+    p.add_argument("--eval-every-epoch", action="store_true")
+    _common(p)
+
+
+def _recover_args(p: argparse.ArgumentParser) -> None:
+    from distill.recover import RecoverConfig as C
+
+    d = C()
+    p.add_argument("--teachers", nargs="+", default=d.teachers,
+                   help="checkpoints from `distill squeeze` and/or efficientnet-lite0/1/2 (default %(default)s)")
+    p.add_argument("--out", dest="out_dir", default=d.out_dir, help="output folder (default %(default)s)")
+    p.add_argument("--method", choices=("sre2l", "cvdd"), default=d.method)
+    p.add_argument("--ipc", type=int, default=d.ipc, help="images per class (default %(default)s)")
+    p.add_argument("--iterations", type=int, default=d.iterations)
+    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate on the image tensor")
+    p.add_argument("--r-bn", type=float, default=d.r_bn, help="weight of the BN statistics loss")
+    p.add_argument("--first-bn-mul", type=float, default=d.first_bn_mul, help="multiplier of the first BN layer")
+    p.add_argument("--batch-size", type=int, default=None, help="images optimised together (default: classes)")
+    p.add_argument("--crop-scale", type=float, nargs=2, default=None, metavar=("MIN", "MAX"))
+    p.add_argument("--no-flip", dest="flip", action="store_false")
+    p.add_argument("--jitter", type=int, default=None, help="random roll in px (default: size // 14)")
+    p.add_argument("--committee-size", type=int, default=d.committee_size, help="CV-DD teachers per image index")
+    p.add_argument("--temperature", type=float, default=d.temperature, help="CV-DD weight temperature")
+    p.add_argument("--priors", type=float, nargs="+", default=None, help="CV-DD prior accuracies in %%")
+    p.add_argument("--image-size", type=int, default=None, help="synthetic image side (default: first teacher's)")
+    p.add_argument("--data", default=d.data,
+                   help="data set whose class count the teachers must match; 'none' skips the check")
+    p.add_argument("--no-beton", dest="beton", action="store_false", help="do not write images.beton")
+    _common(p)
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    from distill.evaluate import EvaluateConfig as C
+
+    d = C(checkpoint="")
+    p.add_argument("checkpoint", help="a checkpoint from `distill squeeze` / `distill train`, or efficientnet-lite0")
+    p.add_argument("--data", default=d.data)
+    p.add_argument("--split", default=d.split, choices=("train", "test"))
+    p.add_argument("--subset", type=int, default=None, help="evaluate on a class-balanced subset")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _fields(cls, args: argparse.Namespace) -> dict:
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
+def _run_squeeze(args: argparse.Namespace) -> int:
+    from distill.squeeze import SqueezeConfig, squeeze
+
+    paths = squeeze(SqueezeConfig(**_fields(SqueezeConfig, args)), progress=not args.quiet)
+    import torch
+
+    for p in paths:
+        acc = torch.load(p, map_location="cpu", weights_only=True).get("test_acc")
+        print(f"{p}  test_acc {acc:.4f}" if acc is not None else str(p))
+    print(f"metrics: {paths[0].parent / 'metrics.csv'}")
+    return 0
+
+
+def _run_recover(args: argparse.Namespace) -> int:
+    from distill.recover import RecoverConfig, recover
+
+    if args.data and args.data.lower() == "none":
+        args.data = None
+    if args.crop_scale is not None:
+        args.crop_scale = tuple(args.crop_scale)
+    result = recover(RecoverConfig(**_fields(RecoverConfig, args)), progress=not args.quiet)
+    print(f"{result['num_images']} images in {result['seconds']:.1f} s -> {result['images']}")
+    print(f"preview: {result['preview']}  losses: {result['losses']}")
+    print(f"beton: {result['beton']}" if result["beton"] else "beton: not written (FFCV not installed)")
+    return 0
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from distill.evaluate import EvaluateConfig, evaluate
+
+    result = evaluate(EvaluateConfig(**_fields(EvaluateConfig, args)), progress=not args.quiet)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['checkpoint']} ({result['model']}) on {result['data']} {result['split']} "
+              f"[{result['images']} images]: top-1 {result['accuracy']:.4f}")
+    return 0
+
+
+def _not_built(stage: str):
+    def run(args: argparse.Namespace) -> int:
+        # STUB: relabel / train / demo plug in here once labelstore and loaders are complete.
+        raise LabelStoreError(f"`distill {stage}` is not built yet; use squeeze, recover and evaluate for now")
+
+    return run
+
+
+_COMMANDS = {
+    "squeeze": ("train teachers on the real training set", _squeeze_args, _run_squeeze),
+    "recover": ("synthesise images per class from teachers (SRe2L, CV-DD)", _recover_args, _run_recover),
+    "relabel": ("label stored crops with a teacher or committee (not built yet)", None, _not_built("relabel")),
+    "train": ("train a student on a label file with a schedule (not built yet)", None, _not_built("train")),
+    "evaluate": ("top-1 accuracy of a checkpoint on a test set", _evaluate_args, _run_evaluate),
+    "demo": ("the whole pipeline on Fashion-MNIST (not built yet)", None, _not_built("demo")),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="distill", description="Reference dataset-distillation pipeline.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help, add_args, _) in _COMMANDS.items():
+        p = sub.add_parser(name, help=help, description=help)
+        if add_args is not None:
+            add_args(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command][2](args)
+    except LabelStoreError as exc:
+        print(f"distill {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"distill {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""`distill recover`: synthesise a few images per class from teachers alone.
+
+SRe2L: optimise the image tensor with Adam so that one teacher classifies it as its target
+class (cross-entropy) while the batch's BatchNorm input statistics match the teacher's running
+statistics (`r_bn`, first BN layer weighted by `first_bn_mul`), under random crop, flip and
+jitter. CV-DD: the same, but each batch (one image index) is optimised against a committee
+drawn from a pool of teachers, with weights softmax(prior_acc / T):
+loss = Σ_i w_i (CE_i + r_bn · BN_i).
+Output: `images.npz` (uint8 NHWC images, int64 labels), `images.beton` when FFCV is
+installed, a PNG grid, the loss log and the resolved config.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from distill.config import write_config
+from distill.data import ImageDataset, open_dataset, save_npz
+from distill.losses import BNStatsLoss
+from distill.models import check_class_count, load_teacher
+from labelstore.errors import LabelStoreError
+
+__all__ = ["RecoverConfig", "Teacher", "recover", "recover_images", "committee_weights", "save_grid"]
+
+
+@dataclass
+class RecoverConfig:
+    """Settings of `distill recover`; defaults recover Fashion-MNIST at 10 images/class in minutes."""
+
+    teachers: list[str] = field(default_factory=lambda: ["runs/squeeze/convnet.pt"])
+    out_dir: str = "runs/recover"
+    method: str = "sre2l"  # "sre2l" (first teacher) or "cvdd" (a committee per image index)
+    ipc: int = 10  # images per class
+    iterations: int = 300
+    lr: float = 0.25  # Adam on the normalised image tensor, betas (0.5, 0.9) as SRe2L
+    r_bn: float = 0.01
+    first_bn_mul: float = 10.0
+    batch_size: int | None = None  # images optimised together; None = one per class (SRe2L)
+    crop_scale: tuple[float, float] | None = None  # RandomResizedCrop scale; None = by image size
+    flip: bool = True
+    jitter: int | None = None  # random roll of up to this many px; None = image_size // 14
+    committee_size: int = 2  # CV-DD: teachers per image index
+    temperature: float = 5.0  # CV-DD: weights softmax(prior_acc[%] / T)
+    priors: list[float] | None = None  # CV-DD prior accuracies in %; None = checkpoints' test_acc
+    image_size: int | None = None  # synthetic image side; None = the first teacher's
+    data: str | None = "fashion-mnist"  # checked against the teachers' class count; None skips
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None
+    log_every: int = 10
+    beton: bool = True  # also write images.beton (needs FFCV and loaders.write_beton)
+
+
+@dataclass
+class Teacher:
+    """A loaded teacher: model (eval, hooked for BN matching), its meta and CV-DD prior."""
+
+    name: str
+    model: nn.Module
+    meta: dict[str, Any]
+    bn: BNStatsLoss
+    prior: float | None
+
+
+def committee_weights(priors: list[float], temperature: float) -> torch.Tensor:
+    """CV-DD weights softmax(prior / T) (priors in percent)."""
+    return torch.softmax(torch.tensor(priors, dtype=torch.float64) / temperature, 0).float()
+
+
+def _load_teachers(cfg: RecoverConfig) -> list[Teacher]:
+    if not cfg.teachers:
+        raise LabelStoreError("recover needs at least one teacher (--teachers ckpt.pt or efficientnet-lite0)")
+    teachers = []
+    for i, spec in enumerate(cfg.teachers):
+        model, meta = load_teacher(spec, cfg.device)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        try:
+            bn = BNStatsLoss(model, cfg.first_bn_mul)
+        except ValueError:
+            raise LabelStoreError(f"teacher {spec} has no BatchNorm layer; BN matching needs one") from None
+        prior = cfg.priors[i] if cfg.priors else (100.0 * meta["test_acc"] if meta.get("test_acc") else None)
+        teachers.append(Teacher(spec, model, meta, bn, prior))
+    first = teachers[0].meta
+    for t in teachers[1:]:
+        if int(t.meta["num_classes"]) != int(first["num_classes"]):
+            raise LabelStoreError(f"teacher {t.name} has {t.meta['num_classes']} classes, teacher "
+                                  f"{teachers[0].name} has {first['num_classes']}; a committee shares one label space")
+        if int(t.meta["in_channels"]) != int(first["in_channels"]):
+            raise LabelStoreError(f"teachers {teachers[0].name} and {t.name} take different channel counts")
+    if cfg.method == "cvdd" and any(t.prior is None for t in teachers):
+        raise LabelStoreError("CV-DD needs a prior accuracy per teacher: give --priors (in %) for "
+                              "teachers whose checkpoint has no test accuracy")
+    return teachers
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator, scale: tuple[float, float], flip: bool,
+             jitter: int) -> torch.Tensor:
+    """One random resized crop (+ flip, + roll) shared by the batch, differentiable in x."""
+    s = x.shape[-1]
+    if jitter > 0:
+        dx, dy = torch.randint(-jitter, jitter + 1, (2,), generator=gen).tolist()
+        x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+    area = s * s * (scale[0] + (scale[1] - scale[0]) * float(torch.rand((), generator=gen)))
+    ratio = math.exp(math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * float(torch.rand((), generator=gen)))
+    w = int(round(min(s, max(1, math.sqrt(area * ratio)))))
+    h = int(round(min(s, max(1, math.sqrt(area / ratio)))))
+    top = int(torch.randint(0, s - h + 1, (), generator=gen))
+    left = int(torch.randint(0, s - w + 1, (), generator=gen))
+    x = x[..., top : top + h, left : left + w]
+    if (h, w) != (s, s):
+        x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False)
+    if flip and float(torch.rand((), generator=gen)) < 0.5:
+        x = x.flip(-1)
+    return x
+
+
+def _targets(num_classes: int, ipc: int, batch_size: int) -> list[np.ndarray]:
+    """Labels grouped into batches: image index k covers every class once (SRe2L order)."""
+    labels = np.tile(np.arange(num_classes, dtype=np.int64), ipc)
+    return [labels[i : i + batch_size] for i in range(0, len(labels), batch_size)]
+
+
+def recover_images(cfg: RecoverConfig, teachers: list[Teacher], progress: bool = True
+                   ) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """Run SRe2L / CV-DD; returns (uint8 NHWC images, labels, per-log-step loss rows)."""
+    if cfg.method not in ("sre2l", "cvdd"):
+        raise LabelStoreError(f"unknown recover method {cfg.method!r}; use 'sre2l' or 'cvdd'")
+    ref = teachers[0].meta
+    num_classes, channels = int(ref["num_classes"]), int(ref["in_channels"])
+    size = int(cfg.image_size or ref["image_size"])
+    scale = tuple(cfg.crop_scale) if cfg.crop_scale else ((0.5, 1.0) if size <= 64 else (0.08, 1.0))
+    jitter = cfg.jitter if cfg.jitter is not None else size // 14
+    # The tensor lives in the first teacher's normalised space (SRe2L's parametrisation); each
+    # teacher gets the pixels renormalised with its own constants and resized to its own size.
+    ref_mean = torch.tensor(ref["mean"], device=cfg.device).view(1, -1, 1, 1)
+    ref_std = torch.tensor(ref["std"], device=cfg.device).view(1, -1, 1, 1)
+    lo, hi = (0 - ref_mean) / ref_std, (1 - ref_mean) / ref_std
+    gen = torch.Generator().manual_seed(cfg.seed)
+    batches = _targets(num_classes, cfg.ipc, cfg.batch_size or num_classes)
+    pool = list(range(len(teachers)))
+    k = min(cfg.committee_size, len(pool)) if cfg.method == "cvdd" else 1
+    images, rows = [], []
+    outer = tqdm(batches, desc=f"recover {cfg.method}", disable=not progress or len(batches) == 1)
+    for b, labels in enumerate(outer):
+        members = (sorted(torch.randperm(len(pool), generator=gen)[:k].tolist())
+                   if cfg.method == "cvdd" else [0])
+        weights = (committee_weights([teachers[i].prior for i in members], cfg.temperature)
+                   if cfg.method == "cvdd" else torch.ones(1))
+        y = torch.from_numpy(labels).to(cfg.device)
+        x = torch.randn((len(labels), channels, size, size), generator=gen).to(cfg.device).requires_grad_(True)
+        opt = torch.optim.Adam([x], lr=cfg.lr, betas=(0.5, 0.9), eps=1e-8)
+        bar = tqdm(range(cfg.iterations), desc=f"recover batch {b + 1}/{len(batches)}",
+                   disable=not progress, leave=False)
+        for it in bar:
+            lr = 0.5 * cfg.lr * (1 + math.cos(math.pi * it / cfg.iterations))  # cosine, as SRe2L
+            for g in opt.param_groups:
+                g["lr"] = lr
+            xa = _augment(x, gen, scale, cfg.flip, jitter)
+            pixels = xa * ref_std + ref_mean
+            total = ce_sum = bn_sum = 0.0
+            for w, i in zip(weights.tolist(), members):
+                t = teachers[i]
+                xi = (pixels - torch.tensor(t.meta["mean"], device=cfg.device).view(1, -1, 1, 1)) \
+                    / torch.tensor(t.meta["std"], device=cfg.device).view(1, -1, 1, 1)
+                ts = int(t.meta["image_size"])
+                if ts != size:
+                    xi = F.interpolate(xi, size=(ts, ts), mode="bilinear", align_corners=False)
+                t.bn.reset()
+                ce = F.cross_entropy(t.model(xi), y)
+                bn = t.bn.loss()
+                total = total + w * (ce + cfg.r_bn * bn)
+                ce_sum, bn_sum = ce_sum + w * ce.item(), bn_sum + w * bn.item()
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+            with torch.no_grad():  # keep pixels inside [0, 1]
+                x.copy_(torch.max(torch.min(x, hi), lo))
+            if it % cfg.log_every == 0 or it == cfg.iterations - 1:
+                rows.append({"batch": b, "iteration": it, "lr": lr, "loss": total.item(), "ce": ce_sum,
+                             "bn": bn_sum, "committee": " ".join(teachers[i].name for i in members)})
+                bar.set_postfix(ce=f"{ce_sum:.3f}", bn=f"{bn_sum:.3f}")
+        with torch.no_grad():
+            pix = (x * ref_std + ref_mean).clamp(0, 1)
+            images.append((pix * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
+    labels = np.concatenate(batches)
+    return np.concatenate(images), labels, rows
+
+
+def save_grid(path: str | Path, images: np.ndarray, labels: np.ndarray, num_classes: int,
+              max_per_class: int = 10, max_classes: int = 20, cell: int = 64) -> Path:
+    """A PNG preview: one row per class (up to `max_classes`), `max_per_class` images each."""
+    from PIL import Image
+
+    rows = []
+    for c in range(min(num_classes, max_classes)):
+        sel = images[labels == c][:max_per_class]
+        tiles = [np.asarray(Image.fromarray(im.squeeze(-1) if im.shape[-1] == 1 else im)
+                            .convert("RGB").resize((cell, cell), Image.NEAREST)) for im in sel]
+        tiles += [np.zeros((cell, cell, 3), np.uint8)] * (max_per_class - len(tiles))
+        rows.append(np.concatenate(tiles, axis=1))
+    path = Path(path)
+    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+    return path
+
+
+def _write_beton(path: Path, images: np.ndarray, labels: np.ndarray, num_classes: int,
+                 progress: bool) -> Path | None:
+    """Also write the images as an FFCV .beton when loaders has its writer (FFCV installed)."""
+    try:
+        from loaders import write_beton
+    except ImportError:  # no FFCV here: the .npz is the output
+        return None
+    write_beton(images, path, labels=labels, num_classes=num_classes, progress=progress)
+    return path
+
+
+def recover(cfg: RecoverConfig, progress: bool = True) -> dict[str, Any]:
+    """Recover `cfg.ipc` images per class; writes images.npz, preview.png, losses.csv, config."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    teachers = _load_teachers(cfg)
+    num_classes = int(teachers[0].meta["num_classes"])
+    if cfg.data:
+        test = open_dataset(cfg.data, "test")
+        for t in teachers:
+            check_class_count(t.meta, test.num_classes, cfg.data)
+    t0 = time.time()
+    images, labels, rows = recover_images(cfg, teachers, progress)
+    seconds = time.time() - t0
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    npz = save_npz(out / "images.npz", ImageDataset(images, labels, num_classes, "recovered"))
+    grid = save_grid(out / "preview.png", images, labels, num_classes)
+    with open(out / "losses.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    beton = _write_beton(out / "images.beton", images, labels, num_classes, progress) if cfg.beton else None
+    write_config(npz, "recover", cfg, teachers=[t.meta.get("model") for t in teachers],
+                 priors=[t.prior for t in teachers], seconds=round(seconds, 2))
+    for t in teachers:
+        t.bn.remove()
+    return {"images": npz, "preview": grid, "losses": out / "losses.csv", "beton": beton,
+            "num_images": len(images), "seconds": seconds}
