@@ -38,9 +38,14 @@ class DenseQ(LabelCodec):
         # float64 so that a range like (-3e38, 3e38) does not overflow to inf
         scale = ((hi.astype(np.float64) - lo) / top).astype(np.float32)
         scale = np.minimum(scale, np.finfo(np.float32).max)
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore", over="ignore"):
             inv = np.where(scale > 0, 1.0 / scale.astype(np.float64), 0.0)
-        codes = np.rint((x - lo[:, None].astype(np.float64)) * inv[:, None])
+        if np.abs(x).max(initial=0) < 1e30 and inv.max(initial=0) < 1e30:  # float32 suffices;
+            # float64 only near overflow
+            codes = (x - lo[:, None]) * inv.astype(np.float32)[:, None]
+        else:
+            codes = (x - lo[:, None].astype(np.float64)) * inv[:, None]
+        np.rint(codes, out=codes)
         codes = np.clip(codes, 0, top).astype(np.uint8)
         streams = [_frame.shuffle_bytes(lo), _frame.shuffle_bytes(scale),
                    _bitpack.pack_codes(codes, self.bits)]
