@@ -63,7 +63,11 @@ class DenseQ(LabelCodec):
         count = n * self.num_classes
         codes = _bitpack.unpack_codes(reader.take(_bitpack.packed_size(count, bits)), count, bits)
         reader.finish()
-        out = codes.reshape(n, self.num_classes).astype(np.float32)
+        codes = codes.reshape(n, self.num_classes)
+        if n and float(scale.max()) * ((1 << bits) - 1) > 1e38:  # range near float32 overflow
+            out = codes * scale[:, None].astype(np.float64) + lo[:, None]
+            return np.clip(out, -np.finfo(np.float32).max, np.finfo(np.float32).max).astype(np.float32)
+        out = codes.astype(np.float32)
         out *= scale[:, None]
         out += lo[:, None]
         return out
