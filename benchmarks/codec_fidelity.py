@@ -191,7 +191,7 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows if r["baseline"]))
     fig, axes = plt.subplots(1, len(datasets), figsize=(7 * len(datasets), 5.5), squeeze=False)
     for ax, ds in zip(axes[0], datasets):
         for r in (r for r in rows if r["dataset"] == ds):
@@ -204,6 +204,10 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set(xlabel="bytes per record (all-in label bytes)", ylabel="KL(T=20), mean over records",
                title=ds)
         ax.grid(True, which="both", alpha=0.3)
+        for style, name in (("ks", "SRe2L / FKD files"), ("C0o", "dense16"), ("C1o", "dense_q"),
+                            ("C2^", "topk"), ("C3D", "lowrank (learned)")):
+            ax.plot([], [], style, label=name)
+        ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=130)
 
