@@ -6,6 +6,7 @@ Golden files (tests/golden/codecs/) were written once by
 from __future__ import annotations
 
 import json
+import pickle
 import sys
 from pathlib import Path
 
@@ -123,6 +124,8 @@ def test_config_through_json_equals_codec():
         assert config["id"] in codec_ids() and config["num_classes"] == 1000
         assert get_codec(config, codec.get_arrays()) == codec
         assert repr(codec).startswith(type(codec).__name__)
+        # loaders ship codecs to worker processes
+        assert pickle.loads(pickle.dumps(codec)) == codec
     assert parse_codec_spec("topk:k=7,step=0.125", 10) == TopK(10, k=7, step=0.125)
     assert TopK(10, k=7) != TopK(10, k=8)
 
