@@ -26,7 +26,8 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from labelstore.codecs import parse_codec_spec  # noqa: E402
+from labelstore.codecs import fidelity, parse_codec_spec  # noqa: E402
+from labelstore.codecs.metrics import log_softmax  # noqa: E402
 
 from . import _teacher_logits as teachers  # noqa: E402
 
@@ -44,26 +45,6 @@ SETTINGS_10 = ["dense16", "dense_q:bits=8", "dense_q:bits=4", "topk:k=1", "topk:
                "topk:k=5", "lowrank:rank=2", "lowrank:rank=4", "lowrank:rank=6,k=2"]
 TARGETS = [  # (max bytes/record, min top-1 agreement, max KL(T=20)) at 1000 classes
     (20.0, 0.99, 1e-3), (200.0, 0.995, 1e-4)]
-
-
-# -- fidelity metrics ------------------------------------------------------------------------
-def log_softmax(x: np.ndarray, t: float) -> np.ndarray:
-    z = x.astype(np.float64) / t
-    z -= z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
-def fidelity(ref: np.ndarray, dec: np.ndarray) -> dict[str, float]:
-    """KL(p_ref || p_dec) at T=20 and T=1 (mean over records), top-1 agreement, top-5 overlap."""
-    out = {}
-    for t in (20.0, 1.0):
-        lp, lq = log_softmax(ref, t), log_softmax(dec, t)
-        out[f"kl_t{int(t)}"] = float(np.maximum((np.exp(lp) * (lp - lq)).sum(axis=1), 0).mean())
-    out["top1"] = float((ref.argmax(1) == dec.argmax(1)).mean())
-    k = min(5, ref.shape[1])
-    a, b = np.argsort(-ref, 1)[:, :k], np.argsort(-dec, 1)[:, :k]
-    out["top5"] = float(np.mean([len(np.intersect1d(x, y)) / k for x, y in zip(a, b)]))
-    return out
 
 
 # -- our codecs ------------------------------------------------------------------------------
