@@ -149,7 +149,20 @@ def main() -> None:
     ap.add_argument("--crops", type=int, default=20000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--parts", default=None, metavar="FIRST:STOP",
+                    help="only compute these cache parts (run several workers side by side)")
     args = ap.parse_args()
+    if args.parts:
+        first, stop = (int(v) for v in args.parts.split(":"))
+        for p in range(first, stop):
+            path = CACHE_DIR / f"lite0_seed{args.seed}" / f"part{p:05d}.npy"
+            if not path.exists():
+                logits = _compute_part(args.seed, p, 64, args.threads)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(path.stem + ".partial.npy")
+                np.save(tmp, logits)
+                os.replace(tmp, path)
+        return
     x = lite0_logits(args.crops, args.seed, threads=args.threads)
     top1 = x.argmax(1)
     print(f"{x.shape} logits; mean max {x.max(1).mean():.2f}; "
