@@ -10,6 +10,7 @@ twice and only the last batch may be short — and each segment is one FFCV pass
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -27,6 +28,20 @@ def _default_workers() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+# Compiled Loaders are never garbage-collected: with numba 0.68, collecting FFCV's numba
+# dispatchers runs finalizers that race (KeyError in Dispatcher finalizer, and a CPython 3.11
+# "AST constructor recursion depth mismatch" in a later ast.parse). A backend that goes away
+# hands its Loaders to this pool; a later backend on the same beton and settings reuses them,
+# which also saves the seconds of recompilation.
+_FREE: dict[tuple, list[tuple]] = {}
+
+
+def _release(loaders: dict) -> None:
+    for entry in loaders.values():
+        _FREE.setdefault(entry[0], []).append(entry)
+    loaders.clear()
 
 
 class _Piece:
@@ -97,8 +112,6 @@ class FFCVBackend:
         batches_ahead: int = 3,
         copy: bool = False,
     ):
-        from ._ffcv_ops import ParamTable
-
         self.info: BetonInfo = open_beton(beton_path)
         self.path = self.info.path
         self.num_images = self.info.num_images
@@ -109,35 +122,44 @@ class FFCVBackend:
         self.os_cache = bool(os_cache)
         self.batches_ahead = max(1, int(batches_ahead))
         self.copy = bool(copy)
-        self._params = ParamTable(self.num_images)
-        self._loaders: dict[tuple[int, int, int], object] = {}
+        self._loaders: dict[tuple[int, int, int], tuple] = {}  # (H, W, bs) -> (pool key, Loader, ParamTable)
+        weakref.finalize(self, _release, self._loaders)
         self.passes = 0  # FFCV passes run so far (one per segment): for tests and profiling
 
     # -- the Loader, built once per (H, W, batch size) --------------------------------------
     def _loader(self, H: int, W: int, batch_size: int):
+        """The compiled Loader (and the parameter table its decoder reads) for this output size."""
         key = (H, W, batch_size)
         if key not in self._loaders:
-            from ffcv.loader import Loader, OrderOption
-            from ffcv.pipeline import PipelineSpec
-            from ffcv.transforms import ToTensor, ToTorchImage
+            st = self.path.stat()
+            pool_key = (str(self.path.resolve()), st.st_size, st.st_mtime_ns, H, W, batch_size,
+                        self.num_workers, self.os_cache, self.batches_ahead)
+            free = _FREE.get(pool_key)
+            self._loaders[key] = free.pop() if free else (pool_key, *self._build(H, W, batch_size))
+        return self._loaders[key][1:]
 
-            from ._ffcv_ops import ReplayCropDecoder
+    def _build(self, H: int, W: int, batch_size: int):
+        from ffcv.loader import Loader, OrderOption
+        from ffcv.pipeline import PipelineSpec
+        from ffcv.transforms import ToTensor, ToTorchImage
 
-            decoder = ReplayCropDecoder((H, W), self._params)
-            pipelines = {name: None for name in self._field_names()}
-            pipelines[self.info.image_field] = PipelineSpec(
-                self.info.image_field, decoder=decoder, transforms=[ToTensor(), ToTorchImage(channels_last=True)]
+        from ._ffcv_ops import ParamTable, ReplayCropDecoder
+
+        params = ParamTable(self.num_images)
+        decoder = ReplayCropDecoder((H, W), params)
+        pipelines = {name: None for name in self._field_names()}
+        pipelines[self.info.image_field] = PipelineSpec(
+            self.info.image_field, decoder=decoder, transforms=[ToTensor(), ToTorchImage(channels_last=True)]
+        )
+        try:
+            loader = Loader(
+                str(self.path), batch_size=batch_size, num_workers=self.num_workers, os_cache=self.os_cache,
+                order=OrderOption.SEQUENTIAL, pipelines=pipelines, drop_last=False,
+                batches_ahead=self.batches_ahead, seed=0,
             )
-            try:
-                loader = Loader(
-                    str(self.path), batch_size=batch_size, num_workers=self.num_workers, os_cache=self.os_cache,
-                    order=OrderOption.SEQUENTIAL, pipelines=pipelines, drop_last=False,
-                    batches_ahead=self.batches_ahead, seed=0,
-                )
-            except Exception as exc:
-                raise LabelStoreError(f"FFCV cannot load {self.path} ({type(exc).__name__}: {exc}); rewrite it with write_beton") from None
-            self._loaders[key] = loader
-        return self._loaders[key]
+        except Exception as exc:
+            raise LabelStoreError(f"FFCV cannot load {self.path} ({type(exc).__name__}: {exc}); rewrite it with write_beton") from None
+        return loader, params
 
     def _field_names(self) -> list[str]:
         from ffcv.reader import Reader
@@ -178,13 +200,13 @@ class FFCVBackend:
                 yield torch.empty(0, 3, H, W, dtype=torch.uint8)
             return
         bs = max(lengths)
-        loader = self._loader(H, W, bs)
+        loader, params = self._loader(H, W, bs)
         next_b = 0  # the next CropBatch to yield; pieces complete their batches in order
         partial: dict[int, list] = {}  # a split CropBatch being assembled: [tensor, rows missing]
         for segment in plan_segments(batches, bs, self.num_images):
             for piece in segment:
                 _, boxes, flips = records[piece.batch]
-                self._params.set(piece.ids, boxes[piece.rows], flips[piece.rows])
+                params.set(piece.ids, boxes[piece.rows], flips[piece.rows])
             ids = np.concatenate([p.ids for p in segment]).astype(np.uint64)
             loader.indices = ids
             loader.traversal_order.indices = ids
