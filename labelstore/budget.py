@@ -129,9 +129,13 @@ def predict_bytes(*, num_images: int, epochs: int, batch_size: int, label_bpr: f
 
     nb = -(-num_images // batch_size)
     data = num_images * epochs * (label_bpr + (crop_bpr if explicit else 0.0)) + (epochs * nb * mix_per_batch if explicit else 0.0)
-    header = json.dumps(_header(codec.num_classes, num_images, explicit, codec, attrs, fingerprint, mix_kind), sort_keys=True)
+    # the skeleton is measured once per structure; the header's codec config and attributes
+    # are strings in the file, so their length is added rather than re-measured per codec
+    h = _header(codec.num_classes, num_images, explicit, codec, attrs, fingerprint, mix_kind)
+    extra = len(json.dumps(h["codec"], sort_keys=True)) + len(json.dumps(h["attrs"], sort_keys=True)) - 4
+    h["codec"], h["attrs"] = {}, {}
     arrays = sum(int(np.asarray(v).nbytes) for v in codec.get_arrays().values())
-    return int(round(data)) + _overhead(num_images, epochs, batch_size, explicit, header, arrays)
+    return int(round(data)) + extra + _overhead(num_images, epochs, batch_size, explicit, json.dumps(h, sort_keys=True), arrays)
 
 
 def stored_epoch_options(epochs: int) -> list[int]:
