@@ -1,0 +1,100 @@
+"""Sharding by rank: two real gloo processes on CPU; the union of their samples is the epoch."""
+from __future__ import annotations
+
+import json
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as tmp
+
+from labelstore import CropPolicy, LabelWriter, MixPolicy, image_set_fingerprint
+from loaders import ReplayLoader, TorchBackend, shard_batches
+
+N, BS, C = 45, 8, 5  # 6 batches per epoch, the last one short
+
+
+def _images(n):
+    return np.random.default_rng(0).integers(0, 256, (n, 20, 20, 3), dtype=np.uint8)
+
+
+def _write(path, n):
+    images = _images(n)
+    g = np.random.default_rng(1)
+    with LabelWriter(path, num_classes=C, num_images=n, seed=2, image_fingerprint=image_set_fingerprint(images),
+                     image_sizes=(20, 20), crop_policy=CropPolicy(size=(12, 12)), mix_policy=MixPolicy("cutmix")) as w:
+        for e in range(2):
+            w.begin_epoch(e, BS)
+            for b in range(w.num_batches(e)):
+                w.write_batch(e, b, g.normal(size=(len(w.batch_indices(e, b)), C)).astype(np.float32))
+
+
+def _worker(rank, world, port, path, n, out):
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        images = _images(n)
+        backend = TorchBackend(images, np.arange(n) % C)
+        loader = ReplayLoader(path, backend, "soft:1,hard:1", epochs=2, mean=0.5, std=0.25, seed=4)  # rank from dist
+        per_epoch = []
+        for epoch in range(2):
+            steps = list(loader)
+            ids = [int(i) for s in steps for i in s.indices]
+            assert all(s.images.shape[0] == len(s.indices) == s.targets.shape[0] for s in steps)
+            per_epoch.append({"ids": ids, "steps": len(steps), "len": len(steps)})
+            # a real collective per step: every rank must have the same number of steps
+            for s in steps:
+                t = torch.tensor([float(len(s))])
+                dist.all_reduce(t)
+        gathered = [None] * world
+        dist.all_gather_object(gathered, per_epoch)
+        if rank == 0:
+            with open(out, "w") as fh:
+                json.dump({"ranks": gathered, "rank": loader.rank, "world": loader.world_size}, fh)
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ranks_cover_each_epoch_exactly_once(tmp_path, world=2, n=50):
+    # 50 images in batches of 8: 7 batches, so 6 go whole to alternating ranks and the 7th is split
+    path, out = tmp_path / "l.h5", tmp_path / "out.json"
+    _write(path, n)
+    tmp.spawn(_worker, args=(world, _free_port(), str(path), n, str(out)), nprocs=world, join=True)
+    ranks = json.loads(out.read_text())["ranks"]
+    assert len(ranks) == world
+    for epoch in range(2):  # epoch 0 soft (stored batches), epoch 1 hard (fresh crops)
+        ids = [i for r in ranks for i in r[epoch]["ids"]]
+        assert sorted(ids) == list(range(n))  # the whole epoch, no duplicates
+        assert len({r[epoch]["steps"] for r in ranks}) == 1  # the same number of steps on every rank
+
+
+def test_shard_rule():
+    # 7 batches on 3 ranks: 6 whole (b % 3), the 7th split in 3 parts
+    sizes = [8] * 6 + [5]
+    shards = [shard_batches(sizes, r, 3) for r in range(3)]
+    assert [[b for b, p in s if p is None] for s in shards] == [[0, 3], [1, 4], [2, 5]]
+    parts = [p for s in shards for b, p in s if p is not None]
+    assert [(p.start, p.stop) for p in parts] == [(0, 2), (2, 3), (3, 5)]
+    assert shard_batches([8, 8], 0, 1) == [(0, None), (1, None)]
+
+
+def test_split_tail_batch_keeps_its_stored_mix(tmp_path):
+    # world 4 with 6 batches: two tail batches are split; each part must be the slice of the whole mixed batch
+    _write(tmp_path / "l.h5", N)
+    backend = TorchBackend(_images(N), np.arange(N) % C)
+    whole = {s.batch: s for s in ReplayLoader(tmp_path / "l.h5", backend, epochs=1, mean=0.5, std=0.25)}
+    seen = []
+    for rank in range(4):
+        for s in ReplayLoader(tmp_path / "l.h5", backend, epochs=1, mean=0.5, std=0.25, rank=rank, world_size=4):
+            w = whole[s.batch]
+            pos = [list(w.indices).index(i) for i in s.indices]
+            assert torch.equal(s.images, w.images[pos]) and torch.equal(s.targets, w.targets[pos])
+            seen += list(s.indices)
+    assert sorted(seen) == list(range(N))
