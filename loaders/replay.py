@@ -144,6 +144,7 @@ class ReplayLoader:
         self._label_epoch = np.cumsum(uses) - 1  # k of each label-replaying epoch
         self._uses = uses
         self._check_pool(sum(uses))
+        self._hard_order: tuple[int, np.ndarray | None] = (-1, None)
         self.epoch = 0
 
     # -- checks -------------------------------------------------------------------------
@@ -260,7 +261,9 @@ class ReplayLoader:
             batch = self.labels.read_batch(*item.stored)
             return CropBatch(batch.indices, batch.boxes, batch.flips), batch.mix, batch.logits
         b, bs = item.batch, self.batch_size
-        idx = draw_order(self.hard_seed, epoch, self.num_images)[b * bs : (b + 1) * bs]
+        if self._hard_order[0] != epoch:  # one O(N log N) draw per epoch, not per batch
+            self._hard_order = (epoch, draw_order(self.hard_seed, epoch, self.num_images))
+        idx = self._hard_order[1][b * bs : (b + 1) * bs]
         boxes, flips = draw_crops(self.hard_crop, self.hard_seed, epoch, idx, np.asarray(self.backend.image_sizes)[idx])
         mix = draw_mix(self.hard_mix, self.hard_crop.size, self.hard_seed, epoch, b, len(idx))
         return CropBatch(idx, boxes, flips), mix, None

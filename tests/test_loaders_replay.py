@@ -316,3 +316,18 @@ def test_record_checks_the_writer_matches_the_images(tmp_path, fixed):
     w2 = LabelWriter(tmp_path / "m.h5", num_classes=6, num_images=30, image_sizes=(40, 40))
     with pytest.raises(LabelStoreError, match=r"expected \(8, 6\)"):
         record_labels(w2, backend, lambda x: torch.zeros(len(x), 5), epochs=1, batch_size=8, progress=False)
+
+
+def test_worker_processes_give_the_same_steps(tmp_path, fixed):
+    images, labels = fixed
+    relabel(tmp_path / "l.h5", TorchBackend(images, labels), epochs=2)
+
+    def run(workers):
+        backend = TorchBackend(images, labels, num_workers=workers)
+        ld = ReplayLoader(tmp_path / "l.h5", backend, "ratio:hard=0.5", epochs=2, mean=MEAN, std=STD, segment=3)
+        return [(s.kind, tuple(s.indices), hashlib.sha1(s.images.numpy().tobytes()).hexdigest()) for _ in range(2)
+                for s in ld]
+
+    one = run(0)
+    assert [k for k, _, _ in one] == ["soft", "hard"] * 4
+    assert run(2) == one  # persistent workers across segments and epochs, same pixels
