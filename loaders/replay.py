@@ -75,7 +75,9 @@ class Step:
 
 
 @dataclass
-class _Planned:
+class PlannedBatch:
+    """One batch of an epoch's plan: its StepPlan, the stored batch it replays (None: hard), its size."""
+
     batch: int
     plan: StepPlan
     stored: tuple[int, int] | None
@@ -109,7 +111,7 @@ class ReplayLoader:
         seed: int = 0,
         pool: LabelPool | str | None = None,
         label_smoothing: float = 0.1,
-        hard_mix: MixPolicy = MixPolicy("cutmix"),
+        hard_mix: MixPolicy | None = MixPolicy("cutmix"),
         hard_crop: CropPolicy | None = None,
         labels_of_images: Sequence[int] | None = None,
         rank: int | None = None,
@@ -130,7 +132,7 @@ class ReplayLoader:
         self.hard_seed = derive_seed(self.seed, _HARD_STREAM)
         self.pool = resolve_pool(pool)
         self.label_smoothing = float(label_smoothing)
-        self.hard_mix = hard_mix
+        self.hard_mix = hard_mix or MixPolicy()
         self.hard_crop = hard_crop or self.labels.crop_policy
         self.rank, self.world_size = resolve_rank(rank, world_size)
         self.segment = max(1, int(segment))
@@ -206,7 +208,7 @@ class ReplayLoader:
     def _size(self, b: int) -> int:
         return min(self.batch_size, self.num_images - b * self.batch_size)
 
-    def plan(self, epoch: int) -> list[_Planned]:
+    def plan(self, epoch: int) -> list[PlannedBatch]:
         """Every batch of ``epoch`` (all ranks): its StepPlan and the stored batch it replays."""
         assign = None
         if self._uses[epoch]:
@@ -219,10 +221,10 @@ class ReplayLoader:
         for b in range(self.num_batches):
             sp = self.schedule.step(epoch, b, self.epochs)
             stored = (int(assign[b, 0]), int(assign[b, 1])) if sp.uses_labels else None
-            out.append(_Planned(b, sp, stored, self._size(stored[1] if stored else b)))
+            out.append(PlannedBatch(b, sp, stored, self._size(stored[1] if stored else b)))
         return out
 
-    def _mine(self, epoch: int) -> list[tuple[_Planned, slice | None]]:
+    def _mine(self, epoch: int) -> list[tuple[PlannedBatch, slice | None]]:
         items = self.plan(epoch)
         return [(items[b], part) for b, part in shard_batches([it.size for it in items], self.rank, self.world_size)]
 
@@ -256,7 +258,7 @@ class ReplayLoader:
         if seg:
             yield size, seg
 
-    def _source(self, epoch: int, item: _Planned) -> tuple[CropBatch, Mix | None, np.ndarray | None]:
+    def _source(self, epoch: int, item: PlannedBatch) -> tuple[CropBatch, Mix | None, np.ndarray | None]:
         if item.stored is not None:
             batch = self.labels.read_batch(*item.stored)
             return CropBatch(batch.indices, batch.boxes, batch.flips), batch.mix, batch.logits
@@ -268,7 +270,7 @@ class ReplayLoader:
         mix = draw_mix(self.hard_mix, self.hard_crop.size, self.hard_seed, epoch, b, len(idx))
         return CropBatch(idx, boxes, flips), mix, None
 
-    def _step(self, epoch, item: _Planned, part, crop: CropBatch, mix, logits, pixels) -> Step:
+    def _step(self, epoch, item: PlannedBatch, part, crop: CropBatch, mix, logits, pixels) -> Step:
         dev = self.device
         images = to_model_input(pixels, mix, **self.input_kw)
         labels = hard = None

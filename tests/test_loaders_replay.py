@@ -331,3 +331,13 @@ def test_worker_processes_give_the_same_steps(tmp_path, fixed):
     one = run(0)
     assert [k for k, _, _ in one] == ["soft", "hard"] * 4
     assert run(2) == one  # persistent workers across segments and epochs, same pixels
+
+
+def test_hard_steps_can_use_their_own_crop_policy(tmp_path, fixed):
+    images, labels = fixed
+    backend = TorchBackend(images, labels)
+    relabel(tmp_path / "l.h5", backend, epochs=1)
+    ld = ReplayLoader(tmp_path / "l.h5", backend, "ratio:hard=0.5", epochs=1, mean=MEAN, std=STD, hard_mix=None,
+                      hard_crop=CropPolicy(size=(16, 16), scale=(0.5, 1.0)))
+    shapes = [(s.kind, tuple(s.images.shape[-2:]), s.mix is None) for s in ld]
+    assert shapes == [("soft", (24, 24), False), ("hard", (16, 16), True)] * 2
