@@ -63,9 +63,17 @@ def lite0_logits(num_crops: int, seed: int = 0, batch_size: int = 64,
     return np.concatenate(parts)[:num_crops] if parts else np.zeros((0, 1000), np.float32)
 
 
-def cached_crops(seed: int = 0) -> int:
-    """How many crops of this seed are already cached."""
-    return PART * len(list((CACHE_DIR / f"lite0_seed{seed}").glob("part[0-9]*[0-9].npy")))
+def cached_lite0(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Every cached part of this seed (parts are independent samples, so any subset is a
+    fair sample): ``(logits, photo index of each crop)``."""
+    logits, photos = [], []
+    for path in sorted((CACHE_DIR / f"lite0_seed{seed}").glob("part[0-9]*[0-9].npy")):
+        p = int(path.stem[4:])
+        logits.append(np.load(path))
+        photos.append(np.arange(p * PART, (p + 1) * PART) % len(PHOTOS))
+    if not logits:
+        return np.zeros((0, 1000), np.float32), np.zeros(0, np.int64)
+    return np.concatenate(logits), np.concatenate(photos)
 
 
 _STATE: dict = {}

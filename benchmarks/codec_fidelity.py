@@ -200,6 +200,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fit", type=int, default=None, help="held-out crops to fit learned codecs on")
     ap.add_argument("--logits", type=Path, default=None,
                     help="score your own (n, C) float32 .npy logits instead of Lite0's")
+    ap.add_argument("--cached", action="store_true",
+                    help="use every Lite0 crop already cached under results/, compute none")
     ap.add_argument("--batch", type=int, default=1024, help="records per encoded chunk")
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args(argv)
@@ -207,16 +209,22 @@ def main(argv: list[str] | None = None) -> None:
     fit_n = args.fit or (1024 if args.quick else 4096)
     OUT.mkdir(parents=True, exist_ok=True)
 
-    logits = (np.load(args.logits).astype(np.float32) if args.logits
-              else teachers.lite0_logits(fit_n + crops, threads=2))
+    if args.logits:
+        logits = np.load(args.logits).astype(np.float32)
+        photos = np.arange(len(logits)) % len(teachers.PHOTOS)
+    elif args.cached:
+        logits, photos = teachers.cached_lite0()
+    else:
+        logits = teachers.lite0_logits(fit_n + crops, threads=2)
+        photos = np.arange(len(logits)) % len(teachers.PHOTOS)
     crops = min(crops, len(logits) - fit_n)
-    fit, x = logits[:fit_n], logits[fit_n:]
+    fit, x = logits[:fit_n], logits[fit_n:fit_n + crops]
+    fit_photo, photo = photos[:fit_n], photos[fit_n:fit_n + crops]
     import torch
 
     torch.set_num_threads(1)  # the baselines' torch.save/load timed on one core too
-    photo = np.arange(fit_n, fit_n + crops) % len(teachers.PHOTOS)
     # stress test: a basis fitted on crops of *other* photos than the ones scored
-    fit_other = fit[np.arange(fit_n) % len(teachers.PHOTOS) < 4]
+    fit_other = fit[fit_photo < 4]
     held = photo >= 4
     rows = evaluate(f"lite0 1000-class, {crops} crops", x, fit, SETTINGS_1K, photo, args.batch,
                     args.repeats)
