@@ -4,7 +4,8 @@ For each stored epoch and batch, the crops come from the writer's seed (``derive
 drawn from the same seed and stored when the writer keeps explicit crops), the pixels from
 the backend, the mix from ``derived_mix`` through :func:`loaders.mixing.to_model_input` — the
 very code :class:`~loaders.replay.ReplayLoader` runs — and the teacher callback labels them.
-Batches already written (a resumed run) are skipped.
+Batches already written (a resumed run) are skipped. Under ``torch.distributed`` the teacher
+work is sharded by rank and rank 0 merges the outputs into its writer.
 """
 from __future__ import annotations
 
@@ -18,12 +19,13 @@ from tqdm.auto import tqdm
 from labelstore import LabelStoreError, LabelWriter, check_fingerprint, draw_crops, draw_order
 
 from .backend import CropBatch, PixelBackend
+from .distributed import resolve_rank
 from .mixing import to_model_input
 from .replay import IMAGENET_MEAN, IMAGENET_STD
 
 
 def record_labels(
-    writer: LabelWriter,
+    writer: LabelWriter | None,
     backend: PixelBackend,
     teacher_fn: Callable[[torch.Tensor], torch.Tensor],
     *,
@@ -37,55 +39,106 @@ def record_labels(
     gray: bool = False,
     segment: int = 64,
     progress: bool = True,
+    rank: int | None = None,
+    world_size: int | None = None,
 ) -> dict:
     """Label ``epochs`` epochs of crops with ``teacher_fn`` (float images -> logits) into ``writer``.
 
-    Returns a summary: epochs, batches written / skipped (already in the journal), records,
-    seconds, records per second. The caller finalizes the writer (or uses it as a context manager).
+    Under ``torch.distributed`` (or with ``rank``/``world_size``) every rank runs the teacher on
+    its share of each segment's batches and rank 0, the only one holding a writer (pass
+    ``writer=None`` elsewhere), gathers and writes them. Returns a summary: epochs, batches
+    written / skipped (already in the journal), records, seconds, records per second. The
+    caller finalizes the writer (or uses it as a context manager).
     """
-    _check(writer, backend)
-    size = writer.crop_policy.size
-    explicit_crops = writer.header["crops"] == "explicit"
-    explicit_orders = writer.header["orders"] == "explicit"
-    sizes = np.asarray(backend.image_sizes)
+    rank, world = resolve_rank(rank, world_size)
     kw = dict(mean=mean, std=std, device=device, dtype=dtype, channels_last=channels_last, gray=gray)
-    todo = []
-    for e in range(int(epochs)):
-        order = draw_order(writer.seed, e, writer.num_images) if explicit_orders else None
-        writer.begin_epoch(e, batch_size, order)
-        todo += [(e, b) for b in range(writer.num_batches(e)) if not writer.is_written(e, b)]
-    total = sum(writer.num_batches(e) for e in range(int(epochs)))
+    meta = _plan(writer, backend, int(epochs), batch_size) if rank == 0 else None
+    if rank != 0 and writer is not None:
+        meta = {"error": "only rank 0 holds the LabelWriter; pass writer=None on the other ranks"}
+    meta = _broadcast(meta, world)
+    if "error" in meta:
+        raise LabelStoreError(meta["error"])
+    todo, size = meta["todo"], meta["size"]
     start, records = time.perf_counter(), 0
-    bar = tqdm(total=len(todo), desc="relabel", unit="batch", disable=not progress or not todo)
-    segment = max(1, int(segment))
-    for s in range(0, len(todo), segment):
-        seg = []
-        for e, b in todo[s : s + segment]:
-            idx = writer.batch_indices(e, b)
-            if explicit_crops:  # drawn from the same seed as derived crops would be, then stored
-                boxes, flips = draw_crops(writer.crop_policy, writer.seed, e, idx, sizes[idx])
-            else:
-                boxes, flips = writer.derived_crops(e, b)
-            mix = writer.derived_mix(e, b) if writer.header["mix"] != "none" else None
-            seg.append((e, b, CropBatch(idx, boxes, flips), mix))
-        for (e, b, crop, mix), px in zip(seg, backend.iter_batches([c for _, _, c, _ in seg], size)):
+    bar = tqdm(total=len(todo), desc="relabel", unit="batch", disable=not progress or not todo or rank != 0)
+    step = max(1, int(segment)) * world
+    for s in range(0, len(todo), step):
+        seg = _broadcast(_crops(writer, backend, todo[s : s + step]) if rank == 0 else None, world)
+        mine = seg[rank::world]  # this rank's share; rank 0 writes all of them in order
+        out = []
+        for (e, b, crop, mix), px in zip(mine, backend.iter_batches([c for _, _, c, _ in mine], size)):
             with torch.no_grad():
                 logits = teacher_fn(to_model_input(px, mix, **kw))
-            logits = _as_numpy(logits, len(crop), writer.num_classes, e, b)
-            extra = dict(boxes=crop.boxes, flips=crop.flips) if explicit_crops else {}
-            if writer.header["mix"] == "explicit":
-                extra["mix"] = mix
-            writer.write_batch(e, b, logits, **extra)
-            records += len(crop)
-            bar.update(1)
+            out.append(_as_numpy(logits, len(crop), meta["num_classes"], e, b))
+        shares = _gather(out, world, rank)
+        if rank == 0:
+            for i, (e, b, crop, mix) in enumerate(seg):
+                extra = dict(boxes=crop.boxes, flips=crop.flips) if meta["explicit_crops"] else {}
+                if meta["explicit_mix"]:
+                    extra["mix"] = mix
+                writer.write_batch(e, b, shares[i % world][i // world], **extra)
+                records += len(crop)
+                bar.update(1)
     bar.close()
     seconds = time.perf_counter() - start
-    summary = dict(epochs=int(epochs), batches_written=len(todo), batches_skipped=total - len(todo),
+    summary = dict(epochs=int(epochs), batches_written=len(todo), batches_skipped=meta["total"] - len(todo),
                    records=records, seconds=round(seconds, 3), records_per_s=round(records / seconds, 1) if records else 0.0)
-    if progress:
+    if progress and rank == 0:
         print(f"relabel: {summary['batches_written']} batches ({records} crops) written, "
               f"{summary['batches_skipped']} already done, {summary['records_per_s']} crops/s")
     return summary
+
+
+def _plan(writer: LabelWriter | None, backend: PixelBackend, epochs: int, batch_size: int) -> dict:
+    """Rank 0: check, begin every epoch, list the batches not written yet (or say what is wrong)."""
+    try:
+        if writer is None:
+            raise LabelStoreError("rank 0 needs the LabelWriter (writer=None is for the other ranks)")
+        _check(writer, backend)
+        explicit_orders = writer.header["orders"] == "explicit"
+        for e in range(epochs):
+            writer.begin_epoch(e, batch_size, draw_order(writer.seed, e, writer.num_images) if explicit_orders else None)
+    except LabelStoreError as exc:
+        return {"error": str(exc)}
+    todo = [(e, b) for e in range(epochs) for b in range(writer.num_batches(e)) if not writer.is_written(e, b)]
+    return dict(todo=todo, total=sum(writer.num_batches(e) for e in range(epochs)), size=writer.crop_policy.size,
+                num_classes=writer.num_classes, explicit_crops=writer.header["crops"] == "explicit",
+                explicit_mix=writer.header["mix"] == "explicit")
+
+
+def _crops(writer: LabelWriter, backend: PixelBackend, batches) -> list[tuple[int, int, CropBatch, object]]:
+    """Crop records and mix of each (epoch, batch), drawn from the writer's seed."""
+    sizes = np.asarray(backend.image_sizes)
+    seg = []
+    for e, b in batches:
+        idx = writer.batch_indices(e, b)
+        if writer.header["crops"] == "explicit":  # the same draw derived crops would use, then stored
+            boxes, flips = draw_crops(writer.crop_policy, writer.seed, e, idx, sizes[idx])
+        else:
+            boxes, flips = writer.derived_crops(e, b)
+        mix = writer.derived_mix(e, b) if writer.header["mix"] != "none" else None
+        seg.append((e, b, CropBatch(idx, boxes, flips), mix))
+    return seg
+
+
+def _broadcast(obj, world: int):
+    if world == 1:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _gather(obj, world: int, rank: int):
+    if world == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    out = [None] * world if rank == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
 
 
 def _check(writer: LabelWriter, backend: PixelBackend) -> None:

@@ -1,4 +1,5 @@
-"""Sharding by rank: two real gloo processes on CPU; the union of their samples is the epoch."""
+"""Sharding by rank: two real gloo processes on CPU relabel (sharded, merged on rank 0) and replay;
+the union of their samples is the epoch."""
 from __future__ import annotations
 
 import json
@@ -10,8 +11,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as tmp
 
-from labelstore import CropPolicy, LabelWriter, MixPolicy, image_set_fingerprint
-from loaders import ReplayLoader, TorchBackend, shard_batches
+from labelstore import CropPolicy, LabelFile, LabelWriter, MixPolicy, image_set_fingerprint
+from loaders import ReplayLoader, TorchBackend, record_labels, shard_batches
 
 N, BS, C = 45, 8, 5  # 6 batches per epoch, the last one short
 
@@ -31,11 +32,28 @@ def _write(path, n):
                 w.write_batch(e, b, g.normal(size=(len(w.batch_indices(e, b)), C)).astype(np.float32))
 
 
+def _teacher(x):
+    w = torch.randn(3 * 16, C, generator=torch.Generator().manual_seed(0))
+    return torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1) @ w
+
+
+def _writer(path, n, images):
+    return LabelWriter(path, num_classes=C, num_images=n, seed=2, image_fingerprint=image_set_fingerprint(images),
+                       image_sizes=(20, 20), crop_policy=CropPolicy(size=(12, 12)), mix_policy=MixPolicy("cutmix"))
+
+
 def _worker(rank, world, port, path, n, out):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         images = _images(n)
         backend = TorchBackend(images, np.arange(n) % C)
+        # relabel sharded by rank: every rank runs the teacher on its share, rank 0 writes
+        writer = _writer(path, n, images) if rank == 0 else None
+        summary = record_labels(writer, backend, _teacher, epochs=2, batch_size=BS, mean=0.5, std=0.25,
+                                segment=2, progress=False)
+        if rank == 0:
+            writer.finalize()
+        dist.barrier()
         loader = ReplayLoader(path, backend, "soft:1,hard:1", epochs=2, mean=0.5, std=0.25, seed=4)  # rank from dist
         per_epoch = []
         for epoch in range(2):
@@ -51,7 +69,7 @@ def _worker(rank, world, port, path, n, out):
         dist.all_gather_object(gathered, per_epoch)
         if rank == 0:
             with open(out, "w") as fh:
-                json.dump({"ranks": gathered, "rank": loader.rank, "world": loader.world_size}, fh)
+                json.dump({"ranks": gathered, "summary": summary}, fh)
     finally:
         dist.destroy_process_group()
 
@@ -65,9 +83,19 @@ def _free_port():
 def test_ranks_cover_each_epoch_exactly_once(tmp_path, world=2, n=50):
     # 50 images in batches of 8: 7 batches, so 6 go whole to alternating ranks and the 7th is split
     path, out = tmp_path / "l.h5", tmp_path / "out.json"
-    _write(path, n)
     tmp.spawn(_worker, args=(world, _free_port(), str(path), n, str(out)), nprocs=world, join=True)
-    ranks = json.loads(out.read_text())["ranks"]
+    result = json.loads(out.read_text())
+    assert result["summary"]["batches_written"] == 14 and result["summary"]["records"] == 100
+    # the merged file holds exactly what a one-process relabel writes
+    images = _images(n)
+    with _writer(tmp_path / "one.h5", n, images) as w:
+        record_labels(w, TorchBackend(images), _teacher, epochs=2, batch_size=BS, mean=0.5, std=0.25, progress=False)
+    with LabelFile(path) as a, LabelFile(tmp_path / "one.h5") as b:
+        assert len(a) == len(b) == 14
+        for x, y in zip(a.batches(), b.batches()):
+            np.testing.assert_array_equal(x.logits, y.logits)
+            np.testing.assert_array_equal(x.indices, y.indices)
+    ranks = result["ranks"]
     assert len(ranks) == world
     for epoch in range(2):  # epoch 0 soft (stored batches), epoch 1 hard (fresh crops)
         ids = [i for r in ranks for i in r[epoch]["ids"]]
