@@ -35,6 +35,7 @@ class ParamTable:
         rows = max(int(num_images), _NUMBA_CONST_LIMIT // (5 * 4) + 1)
         self.array = np.zeros((rows, 5), np.int32)
         self.num_images = int(num_images)
+        self.owner: object | None = None  # the pass currently using the table (see FFCVBackend)
 
     def set(self, indices: np.ndarray, boxes: np.ndarray, flips: np.ndarray) -> None:
         self.array[indices, :4] = boxes

@@ -212,10 +212,16 @@ class FFCVBackend:
             loader.traversal_order.indices = ids
             loader.first_traversal_order = ids  # Loader.__len__ reads it
             self.passes += 1
+            token = params.owner = object()  # detects another pass on this Loader while ours runs
             it = iter(loader)  # prefetching starts here: the parameters are already in place
             try:
                 for piece in segment:
                     (images,) = next(it)
+                    if params.owner is not token:
+                        raise LabelStoreError(
+                            "two iter_batches() generators of one FFCVBackend (same output size) were interleaved; "
+                            "they share FFCV's parameter table: finish or close one before starting the next"
+                        )
                     n = lengths[piece.batch]
                     if len(piece.rows) == n:  # the usual case: a whole CropBatch in one FFCV batch
                         out = images.clone() if self.copy else images

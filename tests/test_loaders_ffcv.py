@@ -278,3 +278,14 @@ def test_record_labels_then_replay_loader_sees_the_same_pixels(tmp_path, variabl
                 np.testing.assert_allclose(z.numpy(), seen[key], rtol=1e-2, atol=1e-2)  # dense16 codec
             steps += 1
     assert steps == 2 * 3
+
+
+def test_interleaved_generators_are_refused(fixed_backend):
+    batches = policy_batches(fixed_backend.image_sizes, 7, 40)
+    g1 = fixed_backend.iter_batches(batches, SIZE)
+    next(g1)
+    g2 = fixed_backend.iter_batches(batches, SIZE)
+    assert len(next(g2)) == BS  # the newer pass owns the table
+    with pytest.raises(LabelStoreError, match="interleaved"):
+        next(g1)
+    g2.close()
