@@ -11,7 +11,7 @@ from .images import ArraySource, DatasetSource, FolderSource, ImageSource, ListS
 from .losses import kd_loss, smooth_one_hot, soft_cross_entropy
 from .mixing import apply_mix, mix_targets, to_model_input
 from .record import record_labels
-from .replay import IMAGENET_MEAN, IMAGENET_STD, ReplayLoader, Step
+from .replay import IMAGENET_MEAN, IMAGENET_STD, PlannedBatch, ReplayLoader, Step
 from .schedules import (
     AllHard, AllSoft, Alternate, Blend, DriftGated, HALDSplit, LabelPool, Phases, Ratio, Schedule, StepPlan,
     parse_schedule,
@@ -22,7 +22,7 @@ __all__ = [
     "CropBatch", "PixelBackend", "resolve_rank", "shard_batches",
     "ArraySource", "DatasetSource", "FolderSource", "ImageSource", "ListSource", "as_image_source",
     "kd_loss", "smooth_one_hot", "soft_cross_entropy", "apply_mix", "mix_targets", "to_model_input",
-    "record_labels", "IMAGENET_MEAN", "IMAGENET_STD", "ReplayLoader", "Step",
+    "record_labels", "IMAGENET_MEAN", "IMAGENET_STD", "PlannedBatch", "ReplayLoader", "Step",
     "AllHard", "AllSoft", "Alternate", "Blend", "DriftGated", "HALDSplit", "LabelPool", "Phases", "Ratio",
     "Schedule", "StepPlan", "parse_schedule", "TorchBackend",
 ]

@@ -20,7 +20,7 @@ from .backend import CropBatch, PixelBackend
 from .distributed import resolve_rank, shard_batches
 from .losses import kd_loss, smooth_one_hot, soft_cross_entropy
 from .mixing import mix_targets, to_model_input
-from .schedules import BLEND, HARD, SOFT, LabelPool, Schedule, StepPlan, parse_schedule, resolve_pool
+from .schedules import BLEND, HARD, LabelPool, Schedule, StepPlan, parse_schedule, resolve_pool
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -210,6 +210,8 @@ class ReplayLoader:
 
     def plan(self, epoch: int) -> list[PlannedBatch]:
         """Every batch of ``epoch`` (all ranks): its StepPlan and the stored batch it replays."""
+        if not 0 <= int(epoch) < self.epochs:
+            raise LabelStoreError(f"epoch {epoch} is out of range: training runs epochs 0..{self.epochs - 1}")
         assign = None
         if self._uses[epoch]:
             k = int(self._label_epoch[epoch])
@@ -230,7 +232,7 @@ class ReplayLoader:
 
     def __len__(self) -> int:
         """Steps this rank yields in one epoch."""
-        return len(self._mine(self.epoch))
+        return len(self._mine(min(self.epoch, self.epochs - 1)))
 
     # -- iteration ----------------------------------------------------------------------
     def __iter__(self) -> Iterator[Step]:

@@ -149,6 +149,9 @@ def test_hald_schedule_with_pool_trains_a_real_loop(tmp_path, fixed):
     assert used == {(e, b) for e in range(2) for b in range(4)}  # without replacement: the whole pool in 2 epochs
     with pytest.raises(LabelStoreError, match="all 6 epochs"):
         next(iter(loader))
+    assert len(loader) == 4 and [p.stored for p in loader.plan(2)] == [None] * 4
+    loader.set_epoch(5)
+    assert [s.stored for s in loader] == [p.stored for p in loader.plan(5)]  # plan = what iteration replays
 
 
 def test_hard_steps_are_fresh_seeded_crops(tmp_path, fixed):
