@@ -65,7 +65,7 @@ class Step:
         if self.kind == HARD:
             return soft_cross_entropy(student_logits, self.hard_targets)
         kd = kd_loss(student_logits, self.logits, temperature=self.temperature, reduction="none")
-        if self.gated is not None and bool(self.gated.any()):
+        if self.gated is not None:  # no .any() check: it would sync the GPU every step
             g = self.gated.float() * self.drift_beta
             kd = (1.0 - g) * kd + g * soft_cross_entropy(student_logits, self.hard_targets, reduction="none")
         kd = kd.mean()
