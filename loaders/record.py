@@ -66,10 +66,17 @@ def record_labels(
         seg = _broadcast(_crops(writer, backend, todo[s : s + step]) if rank == 0 else None, world)
         mine = seg[rank::world]  # this rank's share; rank 0 writes all of them in order
         out = []
-        for (e, b, crop, mix), px in zip(mine, backend.iter_batches([c for _, _, c, _ in mine], size)):
-            with torch.no_grad():
-                logits = teacher_fn(to_model_input(px, mix, **kw))
-            out.append(_as_numpy(logits, len(crop), meta["num_classes"], e, b))
+        pixels = backend.iter_batches([c for _, _, c, _ in mine], size)
+        try:  # the generator goes first in zip, so it runs to its end
+            for px, (e, b, crop, mix) in zip(pixels, mine):
+                with torch.no_grad():
+                    logits = teacher_fn(to_model_input(px, mix, **kw))
+                out.append(_as_numpy(logits, len(crop), meta["num_classes"], e, b))
+        finally:
+            getattr(pixels, "close", lambda: None)()
+        if len(out) != len(mine):
+            raise LabelStoreError(f"the backend yielded {len(out)} batches for {len(mine)} crop batches; "
+                                  "a PixelBackend must yield one tensor per CropBatch")
         shares = _gather(out, world, rank)
         if rank == 0:
             for i, (e, b, crop, mix) in enumerate(seg):

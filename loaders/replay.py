@@ -243,8 +243,11 @@ class ReplayLoader:
             # crop records (and labels) for a segment, then its pixels in one backend call (prefetched)
             seg = [(item, part, self._source(epoch, item)) for item, part in seg]
             pixels = self.backend.iter_batches([src[0] for _, _, src in seg], size)
-            for (item, part, (crop, mix, logits)), px in zip(seg, pixels):
-                yield self._step(epoch, item, part, crop, mix, logits, px)
+            try:  # the generator goes first in zip, so it runs to its end (and a backend releases its pass)
+                for px, (item, part, (crop, mix, logits)) in zip(pixels, seg):
+                    yield self._step(epoch, item, part, crop, mix, logits, px)
+            finally:  # also when the caller stops early
+                getattr(pixels, "close", lambda: None)()
         self.epoch = epoch + 1
 
     def _segments(self, mine):

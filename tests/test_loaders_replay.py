@@ -344,3 +344,13 @@ def test_hard_steps_can_use_their_own_crop_policy(tmp_path, fixed):
                       hard_crop=CropPolicy(size=(16, 16), scale=(0.5, 1.0)))
     shapes = [(s.kind, tuple(s.images.shape[-2:]), s.mix is None) for s in ld]
     assert shapes == [("soft", (24, 24), False), ("hard", (16, 16), True)] * 2
+
+
+def test_stopping_early_then_iterating_again(tmp_path, fixed):
+    images, labels = fixed
+    backend = TorchBackend(images, labels, num_workers=1)
+    relabel(tmp_path / "l.h5", backend, epochs=1)
+    ld = ReplayLoader(tmp_path / "l.h5", backend, "soft", epochs=1, mean=MEAN, std=STD, segment=2)
+    first = next(iter(ld))  # abandoned after one step: the epoch does not advance
+    again = list(ld)
+    assert len(again) == 4 and torch.equal(first.images, again[0].images)
