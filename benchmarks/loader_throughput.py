@@ -4,7 +4,8 @@ Same images, same cores (``--workers``), same batch size, side by side in one ru
 configuration is timed one epoch at a time in round-robin over ``--reps`` rounds (the median
 epoch counts), after an untimed warm-up epoch that compiles FFCV's pipelines:
 
-- ``ffcv_rrc``      FFCV's RandomResizedCropRGBImageDecoder + flip, no labels (upper bound), uint8
+- ``ffcv_rrc``      FFCV's RandomResizedCropRGBImageDecoder, no flip, no labels (the upper bound), uint8
+- ``ffcv_rrc_flip`` the same + FFCV's RandomHorizontalFlip op (FFCV's ImageNet training pipeline), uint8
 - ``replay_backend`` FFCVBackend on the stored crops + LabelFile.read_batch per batch, uint8 + logits
 - ``replay_loader`` ReplayLoader (soft steps: stored CutMix, normalised float32, probabilities) on FFCVBackend
 - ``sre2l`` / ``sre2l_uint8``  torchvision ImageFolder + PIL, crops replayed from stored normalised coords
@@ -157,14 +158,15 @@ def sre2l_runner(folder, label_root, lf: LabelFile, batch_size, workers, normali
 
 
 # -- FFCV and this project's loaders --------------------------------------------------------
-def ffcv_rrc_runner(beton, batch_size, workers):
+def ffcv_rrc_runner(beton, batch_size, workers, flip=False):
     from ffcv.fields.rgb_image import RandomResizedCropRGBImageDecoder
     from ffcv.loader import Loader, OrderOption
     from ffcv.transforms import RandomHorizontalFlip, ToTensor, ToTorchImage
 
     loader = Loader(str(beton), batch_size=batch_size, num_workers=workers, order=OrderOption.RANDOM, drop_last=False,
-                    seed=0, pipelines={"image": [RandomResizedCropRGBImageDecoder((224, 224)), RandomHorizontalFlip(),
-                                                 ToTensor(), ToTorchImage()], "label": None})
+                    seed=0, pipelines={"image": [RandomResizedCropRGBImageDecoder((224, 224))]
+                                       + ([RandomHorizontalFlip()] if flip else []) + [ToTensor(), ToTorchImage()],
+                                       "label": None})
 
     def run(epoch):
         return sum(len(x) for (x,) in loader)
@@ -247,6 +249,8 @@ def main(argv=None) -> dict:
         path = tmp / f"{beton}.beton"
         lset = set_name.split("_")[0]
         configs[f"ffcv_rrc/{set_name}"] = ffcv_rrc_runner(path, bs, W)
+        if set_name.startswith("fixed"):
+            configs[f"ffcv_rrc_flip/{set_name}"] = ffcv_rrc_runner(path, bs, W, flip=True)
         backend = FFCVBackend(path, num_workers=W)
         configs[f"replay_backend/{set_name}"] = replay_backend_runner(backend, lf(f"replay_backend/{set_name}", lset))
         configs[f"replay_loader/{set_name}"] = replay_loader_runner(backend, lf(f"replay_loader/{set_name}", lset))
@@ -284,7 +288,7 @@ def main(argv=None) -> dict:
     for r in rows:
         up = by.get(("ffcv_rrc", r["data"]))
         r["vs_ffcv_rrc"] = round(r["images_per_s"] / up, 3) if up else None
-        uint8 = r["loader"] in ("ffcv_rrc", "replay_backend", "sre2l_uint8")  # same output kind, same baseline
+        uint8 = r["loader"] in ("ffcv_rrc", "ffcv_rrc_flip", "replay_backend", "sre2l_uint8")  # same output kind, same baseline
         r["vs_sre2l"] = round(r["images_per_s"] / by[("sre2l_uint8" if uint8 else "sre2l", "fixed_jpg")], 2)
 
     print(f"\n{args.images} fixed / {args.variable_images} variable images, batch {bs}, {W} workers, "
