@@ -168,9 +168,11 @@ def write_beton(
         sizes[i] = image.shape[:2]
         channels.add(1 if image.ndim == 2 else image.shape[2])
 
-    import ffcv  # noqa: F401  (a clear error below when the extra is missing)
-    from ffcv.fields import IntField, RGBImageField
-    from ffcv.writer import DatasetWriter
+    try:
+        from ffcv.fields import IntField, RGBImageField
+        from ffcv.writer import DatasetWriter
+    except ImportError as exc:
+        raise LabelStoreError(f"FFCV is not installed ({exc}); install the extra: pip install 'labelstore-kit[ffcv]'") from None
 
     fields = {"image": RGBImageField(write_mode=write_mode, jpeg_quality=int(jpeg_quality))}
     if lab is not None:
@@ -236,10 +238,10 @@ def _read_beton(path: Path):
 
 def open_beton(path: str | Path) -> BetonInfo:
     """Read a beton's sidecar and check it against the beton (sizes, labels, byte size)."""
+    path = Path(path)
+    reader = _read_beton(path)  # raises LabelStoreError when FFCV is missing
     from ffcv.fields import IntField, RGBImageField
 
-    path = Path(path)
-    reader = _read_beton(path)
     image_fields = [k for k, h in reader.handlers.items() if isinstance(h, RGBImageField)]
     if not image_fields:
         raise LabelStoreError(f"{path} has no RGB image field (fields: {reader.field_names}); write it with loaders.write_beton")
