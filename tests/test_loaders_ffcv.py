@@ -289,3 +289,27 @@ def test_interleaved_generators_are_refused(fixed_backend):
     with pytest.raises(LabelStoreError, match="interleaved"):
         next(g1)
     g2.close()
+
+
+def test_max_resolution_and_foreign_beton(tmp_path, fixed):
+    info = write_beton(fixed[:4], tmp_path / "small.beton", max_resolution=24, progress=False)
+    shrunk = [cv2.resize(im, (24, 24), interpolation=cv2.INTER_AREA) for im in fixed[:4]]
+    assert np.array_equal(info.image_sizes, np.tile([24, 24], (4, 1)))
+    assert info.fingerprint == image_set_fingerprint(shrunk)  # of the pixels the loader crops
+    for p in sidecar_paths(tmp_path / "small.beton"):  # as if FFCV had written it directly
+        p.unlink()
+    foreign = open_beton(tmp_path / "small.beton")
+    assert foreign.fingerprint is None and foreign.write_mode == "raw"
+    assert np.array_equal(foreign.image_sizes, info.image_sizes)
+
+
+def test_jpeg_beton_replays_exactly_and_is_close_to_the_source(tmp_path, fixed):
+    path = tmp_path / "q.beton"
+    write_beton(fixed[:20], path, write_mode="jpg", jpeg_quality=90, progress=False)
+    sizes = np.tile([48, 48], (20, 1))
+    batches = policy_batches(sizes, 0, 20, bs=10)
+    first = list(FFCVBackend(path, num_workers=2, copy=True).iter_batches(batches, SIZE))
+    assert hashes(FFCVBackend(path, num_workers=2).iter_batches(batches, SIZE)) == hashes(first)
+    ref = np.stack([reference(fixed[i], b, f) for cb in batches for i, b, f in zip(cb.indices, cb.boxes, cb.flips)])
+    got = torch.cat(first).permute(0, 2, 3, 1).numpy().astype(int)
+    assert 0 < np.abs(got - ref).mean() < 4  # lossy, but close (q90)
