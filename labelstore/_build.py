@@ -132,7 +132,8 @@ def _write_hdf5(tmp: Path, header, codec, image_sizes, epochs, entries, read_chu
             orders = np.stack([epochs[e][1] for e in range(num_epochs)]).astype("<u4")
             f.create_dataset("orders", data=orders, chunks=(1, orders.shape[1]), fletcher32=True)
         if image_sizes is not None:
-            f.create_dataset("image_sizes", data=np.asarray(image_sizes, "<u4"), chunks=True, fletcher32=True)
+            # gzip: a fixed-size set's sizes are one repeated pair and shrink to almost nothing
+            f.create_dataset("image_sizes", data=np.asarray(image_sizes, "<u4"), chunks=True, compression="gzip", shuffle=True, fletcher32=True)
         arrays = codec.get_arrays()
         if arrays:
             g = f.create_group("codec_arrays")

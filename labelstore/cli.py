@@ -33,6 +33,7 @@ def _human(n: float) -> str:
 def _inspect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("file")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of text")
+    p.add_argument("--drift", metavar="LABELS.npy", help="also report HALD's local semantic drift against these image classes")
 
 
 @command("inspect", "what a label file holds and where its bytes go")
@@ -62,7 +63,7 @@ def cmd_inspect(args) -> int:
         }
     if args.json:
         print(json.dumps(info, indent=1))
-        return 0
+        return _inspect_drift(args)
     codec = info["codec"]
     params = ", ".join(f"{k}={v}" for k, v in codec.items() if k not in ("id", "num_classes"))
     print(f"file       {info['file']}  (format v{info['format_version']})")
@@ -77,7 +78,15 @@ def cmd_inspect(args) -> int:
     print(f"bytes      {_human(total)} in all, {info['bytes_per_record']:.2f} per record")
     for k in ("labels", "crops", "mix", "orders", "metadata"):
         print(f"  {k:<9}{_human(sizes[k]):>12}  {100 * sizes[k] / max(total, 1):5.1f}%  {sizes[k] / max(f.num_records, 1):9.2f} B/record")
-    return 0
+    return _inspect_drift(args)
+
+
+def _inspect_drift(args) -> int:
+    if not args.drift:
+        return 0
+    from .cli_drift import run
+
+    return run(argparse.Namespace(file=args.file, classes=args.drift, temperature=1.0, plot=None, json=args.json))
 
 
 def _verify_args(p: argparse.ArgumentParser) -> None:
@@ -144,4 +153,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as `python -m labelstore.cli`: plugins register into labelstore.cli, not __main__
+    from labelstore.cli import main as _main
+
+    sys.exit(_main())
