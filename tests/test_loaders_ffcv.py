@@ -313,3 +313,13 @@ def test_jpeg_beton_replays_exactly_and_is_close_to_the_source(tmp_path, fixed):
     ref = np.stack([reference(fixed[i], b, f) for cb in batches for i, b, f in zip(cb.indices, cb.boxes, cb.flips)])
     got = torch.cat(first).permute(0, 2, 3, 1).numpy().astype(int)
     assert 0 < np.abs(got - ref).mean() < 4  # lossy, but close (q90)
+
+
+def test_a_lone_short_batch_reuses_the_compiled_loader(fixed_backend, fixed):
+    list(fixed_backend.iter_batches(policy_batches(fixed_backend.image_sizes, 8, 40), SIZE))  # compiles bs 16
+    compiled = set(fixed_backend._loaders)
+    (cb,) = random_batches(np.random.default_rng(9), fixed_backend.image_sizes, [np.arange(5)])
+    (out,) = fixed_backend.iter_batches([cb], SIZE)
+    assert set(fixed_backend._loaders) == compiled
+    for i in range(5):
+        assert np.array_equal(to_hwc(out[i]), reference(fixed[cb.indices[i]], cb.boxes[i], cb.flips[i]))
