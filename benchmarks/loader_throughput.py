@@ -249,7 +249,7 @@ def main(argv=None) -> dict:
         path = tmp / f"{beton}.beton"
         lset = set_name.split("_")[0]
         configs[f"ffcv_rrc/{set_name}"] = ffcv_rrc_runner(path, bs, W)
-        if set_name.startswith("fixed"):
+        if set_name.startswith("fixed") and not args.quick:
             configs[f"ffcv_rrc_flip/{set_name}"] = ffcv_rrc_runner(path, bs, W, flip=True)
         backend = FFCVBackend(path, num_workers=W)
         configs[f"replay_backend/{set_name}"] = replay_backend_runner(backend, lf(f"replay_backend/{set_name}", lset))
