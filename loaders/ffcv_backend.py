@@ -4,8 +4,10 @@
 by sample id (``loaders._ffcv_ops``), points a SEQUENTIAL FFCV Loader at the records' ids,
 and lets the replay decoder crop, resize and flip every image before batching, so
 variable-size images work. Because the table holds one row per image and FFCV batches have
-a fixed size, a call is cut into *segments* — runs of batches in which no image appears
-twice and only the last batch may be short — and each segment is one FFCV pass.
+a fixed size, a call is cut into *segments* — runs of batches in which only the last batch
+may be short — and each segment is one FFCV pass. An image used again within a pass (label
+pools reuse stored batches) gets a virtual id ``k * N + i`` with its own parameter row: the
+Loader's metadata table is tiled ``layers`` times, so row ``k * N + i`` describes image ``i``.
 """
 from __future__ import annotations
 
@@ -36,6 +38,8 @@ def _default_workers() -> int:
 # hands its Loaders to this pool; a later backend on the same beton and settings reuses them,
 # which also saves the seconds of recompilation.
 _FREE: dict[tuple, list[tuple]] = {}
+_MAX_LAYERS = 16  # uses of one image per FFCV pass (virtual ids; see plan_segments)
+_LAYER_BYTES = 256 << 20  # memory allowed for the tiled metadata + parameter table
 
 
 def _release(loaders: dict) -> None:
@@ -45,51 +49,66 @@ def _release(loaders: dict) -> None:
 
 
 class _Piece:
-    """Rows ``rows`` of CropBatch number ``batch``: what one FFCV batch decodes."""
+    """Rows ``rows`` of CropBatch number ``batch``, as virtual sample ids ``vids``: one FFCV batch."""
 
-    __slots__ = ("batch", "rows", "ids")
+    __slots__ = ("batch", "rows", "vids")
 
-    def __init__(self, batch: int, rows: np.ndarray, ids: np.ndarray):
-        self.batch, self.rows, self.ids = batch, rows, ids
+    def __init__(self, batch: int, rows: np.ndarray, vids: np.ndarray):
+        self.batch, self.rows, self.vids = batch, rows, vids
 
 
-def plan_segments(batches: Sequence[CropBatch], batch_size: int, num_images: int) -> list[list[_Piece]]:
-    """Cut a call into FFCV passes: no image twice in a pass; only a pass's last batch may be short.
+def _occurrence(ids: np.ndarray) -> np.ndarray:
+    """For each position, how many times its id appeared earlier in ``ids`` (0 for the first)."""
+    order = np.argsort(ids, kind="stable")
+    first = np.r_[0, np.flatnonzero(np.diff(ids[order])) + 1]
+    occ = np.arange(len(ids)) - np.repeat(first, np.diff(np.r_[first, len(ids)]))
+    rank = np.empty(len(ids), np.int64)
+    rank[order] = occ
+    return rank
 
-    A CropBatch that names one image twice is split into pieces of distinct images, each
-    ending its pass (the pieces are put back together before the batch is yielded).
+
+def plan_segments(batches: Sequence[CropBatch], batch_size: int, num_images: int, layers: int = 1) -> list[list[_Piece]]:
+    """Cut a call into FFCV passes: only a pass's last batch may be short; an image at most ``layers`` times per pass.
+
+    The k-th use of image ``i`` in a pass gets the virtual id ``k * num_images + i`` (its own
+    row of the parameter table; the Loader's metadata table is tiled ``layers`` times). A
+    CropBatch that names one image more than ``layers`` times is split into pieces, each its
+    own pass, and put back together before it is yielded.
     """
     segments: list[list[_Piece]] = []
-    stamp = np.full(num_images, -1, np.int64)  # the segment an image was last used in
     current: list[_Piece] = []
+    used = np.zeros(num_images, np.int64)  # uses of each image in the current pass
+    touched: list[np.ndarray] = []
 
     def close():
         nonlocal current
         if current:
             segments.append(current)
             current = []
+        for t in touched:
+            used[t] = 0
+        touched.clear()
 
     for b, cb in enumerate(batches):
         ids = np.asarray(cb.indices, np.int64)
         if len(ids) == 0:
             continue
-        if len(np.unique(ids)) == len(ids):
-            pieces = [_Piece(b, np.arange(len(ids)), ids)]
-        else:  # round r takes the r-th occurrence of every image
-            order = np.argsort(ids, kind="stable")
-            first = np.r_[0, np.flatnonzero(np.diff(ids[order])) + 1]
-            occ = np.arange(len(ids)) - np.repeat(first, np.diff(np.r_[first, len(ids)]))
-            rank = np.empty(len(ids), np.int64)
-            rank[order] = occ
-            pieces = [_Piece(b, np.flatnonzero(rank == r), ids[rank == r]) for r in range(int(rank.max()) + 1)]
+        rank = _occurrence(ids)
+        if rank.max() >= layers:  # more uses in this one batch than layers: rounds of `layers` uses
             close()
-        for piece in pieces:
-            if (stamp[piece.ids] == len(segments)).any():
-                close()
-            current.append(piece)
-            stamp[piece.ids] = len(segments)
-            if len(piece.ids) < batch_size or len(pieces) > 1:
-                close()
+            for r in range(0, int(rank.max()) + 1, layers):
+                rows = np.flatnonzero((rank >= r) & (rank < r + layers))
+                segments.append([_Piece(b, rows, ids[rows] + (rank[rows] - r) * num_images)])
+            continue
+        layer = used[ids] + rank
+        if layer.max() >= layers:
+            close()
+            layer = rank
+        current.append(_Piece(b, np.arange(len(ids)), ids + layer * num_images))
+        np.add.at(used, ids, 1)
+        touched.append(ids)
+        if len(ids) < batch_size:
+            close()
     close()
     return segments
 
@@ -111,6 +130,7 @@ class FFCVBackend:
         os_cache: bool = True,
         batches_ahead: int = 3,
         copy: bool = False,
+        layers: int | None = None,
     ):
         self.info: BetonInfo = open_beton(beton_path)
         self.path = self.info.path
@@ -122,9 +142,23 @@ class FFCVBackend:
         self.os_cache = bool(os_cache)
         self.batches_ahead = max(1, int(batches_ahead))
         self.copy = bool(copy)
+        self.layers = self._layers(layers)
         self._loaders: dict[tuple[int, int, int], tuple] = {}  # (H, W, bs) -> (pool key, Loader, ParamTable)
         weakref.finalize(self, _release, self._loaders)
         self.passes = 0  # FFCV passes run so far (one per segment): for tests and profiling
+
+    def _layers(self, layers: int | None) -> int:
+        """Uses of one image per FFCV pass (label pools reuse images); bounded by memory, 1 without os_cache."""
+        if not self.os_cache:  # FFCV's process cache schedules pages by sample id: no virtual ids
+            return 1
+        if layers is None:  # the tiled metadata + parameter rows cost ~(row + 20) bytes each
+            from ffcv.reader import Reader
+
+            row = 20 + Reader(str(self.path)).metadata_type.itemsize
+            return int(max(1, min(_MAX_LAYERS, _LAYER_BYTES // (row * max(1, self.num_images)))))
+        if int(layers) < 1:
+            raise LabelStoreError(f"layers must be a positive integer, got {layers}")
+        return int(layers)
 
     # -- the Loader, built once per (H, W, batch size) --------------------------------------
     def _loader(self, H: int, W: int, batch_size: int):
@@ -133,7 +167,7 @@ class FFCVBackend:
         if key not in self._loaders:
             st = self.path.stat()
             pool_key = (str(self.path.resolve()), st.st_size, st.st_mtime_ns, H, W, batch_size,
-                        self.num_workers, self.os_cache, self.batches_ahead)
+                        self.num_workers, self.os_cache, self.batches_ahead, self.layers)
             free = _FREE.get(pool_key)
             self._loaders[key] = free.pop() if free else (pool_key, *self._build(H, W, batch_size))
         return self._loaders[key][1:]
@@ -145,7 +179,7 @@ class FFCVBackend:
 
         from ._ffcv_ops import ParamTable, ReplayCropDecoder
 
-        params = ParamTable(self.num_images)
+        params = ParamTable(self.num_images * self.layers)
         decoder = ReplayCropDecoder((H, W), params)
         pipelines = {name: None for name in self._field_names()}
         pipelines[self.info.image_field] = PipelineSpec(
@@ -159,6 +193,10 @@ class FFCVBackend:
             )
         except Exception as exc:
             raise LabelStoreError(f"FFCV cannot load {self.path} ({type(exc).__name__}: {exc}); rewrite it with write_beton") from None
+        if self.layers > 1:  # virtual id k*N + i reads image i's metadata row (the same bytes)
+            tiled = np.tile(loader.reader.metadata, self.layers)
+            tiled.setflags(write=False)  # same numba type as FFCV's own (read-only) table
+            loader.reader.metadata = tiled
         return loader, params
 
     def _field_names(self) -> list[str]:
@@ -206,11 +244,11 @@ class FFCVBackend:
         loader, params = self._loader(H, W, bs)
         next_b = 0  # the next CropBatch to yield; pieces complete their batches in order
         partial: dict[int, list] = {}  # a split CropBatch being assembled: [tensor, rows missing]
-        for segment in plan_segments(batches, bs, self.num_images):
+        for segment in plan_segments(batches, bs, self.num_images, self.layers):
             for piece in segment:
                 _, boxes, flips = records[piece.batch]
-                params.set(piece.ids, boxes[piece.rows], flips[piece.rows])
-            ids = np.concatenate([p.ids for p in segment]).astype(np.uint64)
+                params.set(piece.vids, boxes[piece.rows], flips[piece.rows])
+            ids = np.concatenate([p.vids for p in segment]).astype(np.uint64)
             loader.indices = ids
             loader.traversal_order.indices = ids
             loader.first_traversal_order = ids  # Loader.__len__ reads it

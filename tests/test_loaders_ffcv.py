@@ -193,6 +193,7 @@ def test_param_table_is_referenced_not_frozen(fixed_backend, fixed):
 
 
 def test_crops_match_reference_with_duplicates_short_and_empty_batches(fixed_backend, fixed):
+    """Label pools reuse images: reuses within a pass read their own parameter rows (layers)."""
     rng = np.random.default_rng(1)
     perm = rng.permutation(40)
     ids = [perm[:16], perm[16:32], perm[32:40],  # a short batch ends a pass
@@ -200,8 +201,13 @@ def test_crops_match_reference_with_duplicates_short_and_empty_batches(fixed_bac
            np.array([3, 4, 3, 5, 3, 6]),  # one image three times inside one batch
            np.array([], np.int64), perm[16:32]]
     batches = random_batches(rng, fixed_backend.image_sizes, ids)
-    segs = plan_segments(batches, BS, 40)
-    assert [len(s) for s in segs] == [3, 1, 1, 1, 1, 1]  # [16,16,8] | [16] | 3 rounds of [3,4,5,6],[3],[3] | [16]
+    one = plan_segments(batches, BS, 40, layers=1)  # every reuse of an image starts a pass
+    assert [len(s) for s in one] == [3, 1, 1, 1, 1, 1]  # [16,16,8] | [16] | rounds [3,4,5,6],[3],[3] | [16]
+    segs = plan_segments(batches, BS, 40, layers=fixed_backend.layers)
+    assert fixed_backend.layers >= 3
+    assert [len(s) for s in segs] == [3, 2, 1]  # [16,16,8] | [16],[3,4,3,5,3,6] (3 layers) | [16]
+    vids = np.concatenate([p.vids for p in segs[1]])
+    assert len(set(vids.tolist())) == len(vids) and vids.max() >= 2 * 40  # the third use of image 3 is layer 2
     passes = fixed_backend.passes
     outs = list(fixed_backend.iter_batches(batches, SIZE))
     assert fixed_backend.passes - passes == len(segs)
@@ -313,6 +319,21 @@ def test_jpeg_beton_replays_exactly_and_is_close_to_the_source(tmp_path, fixed):
     ref = np.stack([reference(fixed[i], b, f) for cb in batches for i, b, f in zip(cb.indices, cb.boxes, cb.flips)])
     got = torch.cat(first).permute(0, 2, 3, 1).numpy().astype(int)
     assert 0 < np.abs(got - ref).mean() < 4  # lossy, but close (q90)
+
+
+def test_one_layer_backend_and_alternating_stored_epochs(fixed_beton, fixed):
+    """Batches of different stored epochs overlap in images: layers keep them in one pass."""
+    sizes = np.tile([48, 48], (40, 1))
+    batches = [cb for pair in zip(policy_batches(sizes, 1, 40, bs=20), policy_batches(sizes, 2, 40, bs=20)) for cb in pair]
+    outs = {}
+    for layers in (1, 4):
+        be = FFCVBackend(fixed_beton, num_workers=2, copy=True, layers=layers)
+        outs[layers] = list(be.iter_batches(batches, SIZE))
+        assert be.passes == (1 if layers == 4 else len(plan_segments(batches, 20, 40, 1))) and (layers == 4 or be.passes > 1)
+    assert hashes(outs[1]) == hashes(outs[4])
+    for cb, out in zip(batches, outs[4]):
+        for i in range(len(cb)):
+            assert np.array_equal(to_hwc(out[i]), reference(fixed[cb.indices[i]], cb.boxes[i], cb.flips[i]))
 
 
 def test_a_lone_short_batch_reuses_the_compiled_loader(fixed_backend, fixed):
