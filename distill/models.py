@@ -106,11 +106,21 @@ _TORCHVISION = {"resnet18": _resnet18, "mobilenetv2": _mobilenetv2,
                 "shufflenetv2": _shufflenetv2, "densenet121": _densenet121}
 
 
+def _convnet_width(key: str) -> int | None:
+    """`convnet-w64` -> 64 (a narrower/wider benchmark ConvNet); None for other names."""
+    if key.startswith("convnet-w") and key[len("convnet-w"):].isdigit() and int(key[len("convnet-w"):]) > 0:
+        return int(key[len("convnet-w"):])
+    return None
+
+
 def canonical_name(name: str) -> str:
     key = name.lower().replace(" ", "")
     key = _ALIASES.get(key, key)
+    if _convnet_width(key) is not None:
+        return key
     if key not in MODEL_NAMES:
         raise LabelStoreError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}"
+                              ", convnet-w<width> (e.g. convnet-w32)"
                               " (or an EfficientNet-Lite teacher: efficientnet-lite0/1/2)")
     return key
 
@@ -123,6 +133,8 @@ def build_model(name: str, num_classes: int, in_channels: int = 3, image_size: i
                               f"image_size={image_size}; all must be positive")
     if key == "convnet":
         return ConvNet(num_classes, in_channels, image_size)
+    if _convnet_width(key) is not None:  # e.g. convnet-w32: the same ConvNet, fewer channels (fast demos)
+        return ConvNet(num_classes, in_channels, image_size, width=_convnet_width(key))
     return _TORCHVISION[key](num_classes, in_channels, image_size <= SMALL_IMAGE_MAX)
 
 
