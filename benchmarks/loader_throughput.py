@@ -7,6 +7,7 @@ epoch counts), after an untimed warm-up epoch that compiles FFCV's pipelines:
 - ``ffcv_rrc``      FFCV's RandomResizedCropRGBImageDecoder, no flip, no labels (the upper bound), uint8
 - ``ffcv_rrc_flip`` the same + FFCV's RandomHorizontalFlip op (FFCV's ImageNet training pipeline), uint8
 - ``replay_backend`` FFCVBackend on the stored crops + LabelFile.read_batch per batch, uint8 + logits
+- ``replay_pool``   the same with LPLD's label pool: batches drawn from all stored epochs with replacement
 - ``replay_loader`` ReplayLoader (soft steps: stored CutMix, normalised float32, probabilities) on FFCVBackend
 - ``sre2l`` / ``sre2l_uint8``  torchvision ImageFolder + PIL, crops replayed from stored normalised coords
                     (SRe2L's RandomResizedCropWithCoords) + ``torch.load`` of ``epoch_<e>/batch_<b>.tar``
@@ -185,6 +186,21 @@ def replay_backend_runner(backend, lf: TimedLabelFile):
     return run
 
 
+def replay_pool_runner(backend, lf: TimedLabelFile):
+    """LPLD's label pool: each batch is a stored batch of any stored epoch, drawn with replacement."""
+    from loaders import CropBatch
+
+    def run(epoch):
+        g = np.random.default_rng(epoch)
+        nb = lf.num_batches(0)
+        picks = [(int(g.integers(lf.num_epochs)), int(g.integers(nb))) for _ in range(nb)]
+        batches = [lf.read_batch(e, b) for e, b in picks]
+        crops = [CropBatch(bt.indices, bt.boxes, bt.flips) for bt in batches]
+        return sum(len(x) for x in backend.iter_batches(crops, (224, 224)))
+
+    return run
+
+
 def replay_loader_runner(backend, lf: TimedLabelFile):
     from loaders import ReplayLoader
 
@@ -254,6 +270,8 @@ def main(argv=None) -> dict:
         backend = FFCVBackend(path, num_workers=W)
         configs[f"replay_backend/{set_name}"] = replay_backend_runner(backend, lf(f"replay_backend/{set_name}", lset))
         configs[f"replay_loader/{set_name}"] = replay_loader_runner(backend, lf(f"replay_loader/{set_name}", lset))
+        if set_name == "fixed_raw":
+            configs[f"replay_pool/{set_name}"] = replay_pool_runner(backend, lf(f"replay_pool/{set_name}", lset))
     configs["sre2l/fixed_jpg"] = sre2l_runner(folder, sre2l_root, LabelFile(labels["fixed"]), bs, W)
     configs["sre2l_uint8/fixed_jpg"] = sre2l_runner(folder, sre2l_root, LabelFile(labels["fixed"]), bs, W, normalize=False)
     configs["torch_twin/fixed_raw"] = replay_loader_runner(TorchBackend(fixed, num_workers=W), lf("torch_twin/fixed_raw", "fixed"))
@@ -288,7 +306,7 @@ def main(argv=None) -> dict:
     for r in rows:
         up = by.get(("ffcv_rrc", r["data"]))
         r["vs_ffcv_rrc"] = round(r["images_per_s"] / up, 3) if up else None
-        uint8 = r["loader"] in ("ffcv_rrc", "ffcv_rrc_flip", "replay_backend", "sre2l_uint8")  # same output kind, same baseline
+        uint8 = r["loader"] in ("ffcv_rrc", "ffcv_rrc_flip", "replay_backend", "replay_pool", "sre2l_uint8")  # same output kind, same baseline
         r["vs_sre2l"] = round(r["images_per_s"] / by[("sre2l_uint8" if uint8 else "sre2l", "fixed_jpg")], 2)
 
     print(f"\n{args.images} fixed / {args.variable_images} variable images, batch {bs}, {W} workers, "
