@@ -64,6 +64,76 @@ def _recover_args(p: argparse.ArgumentParser) -> None:
     _common(p)
 
 
+def _relabel_args(p: argparse.ArgumentParser) -> None:
+    from distill.relabel import RelabelConfig as C
+
+    d = C()
+    p.add_argument("--images", default=d.images, help="images.npz from `distill recover` (default %(default)s)")
+    p.add_argument("--teachers", nargs="+", default=d.teachers,
+                   help="one checkpoint, or several for a weighted committee (default %(default)s)")
+    p.add_argument("--out", default=d.out, help="label file to write (default %(default)s)")
+    p.add_argument("--epochs", type=int, default=d.epochs,
+                   help="stored epochs; with --budget the most the planner may choose (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--codec", default=d.codec, help="codec spec without --budget: dense16, dense_q:bits=8, topk:k=5 ...")
+    p.add_argument("--budget", default=None, help="bytes the label file may take, e.g. 300KB: picks epochs and codec")
+    p.add_argument("--bn", choices=("eval", "batch"), default=d.bn,
+                   help="teacher BatchNorm: eval (running stats) or batch (batch-specific stats, running stats untouched)")
+    p.add_argument("--priors", type=float, nargs="+", default=None, help="committee prior accuracies in %% (default: test_acc)")
+    p.add_argument("--temperature", type=float, default=d.temperature, help="committee weights softmax(prior / T)")
+    p.add_argument("--crop-size", type=int, default=None, help="crop output side (default: the images' side)")
+    p.add_argument("--crop-scale", type=float, nargs=2, default=d.crop_scale, metavar=("MIN", "MAX"))
+    p.add_argument("--mix", choices=("cutmix", "mixup", "none"), default=d.mix)
+    p.add_argument("--backend", choices=("torch", "ffcv"), default=d.backend)
+    p.add_argument("--drift-temperature", type=float, default=d.drift_temperature)
+    p.add_argument("--force", action="store_true", help="overwrite an existing label file (and its journal)")
+    _common(p)
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    from distill.train import TrainConfig as C
+
+    d = C()
+    p.add_argument("--images", default=d.images, help="images.npz (default %(default)s)")
+    p.add_argument("--labels", default=d.labels, help="label file from `distill relabel` (default %(default)s)")
+    p.add_argument("--out", dest="out_dir", default=d.out_dir, help="output folder (default %(default)s)")
+    p.add_argument("--model", default=d.model, help="student architecture (default %(default)s)")
+    p.add_argument("--schedule", default=d.schedule,
+                   help="hald | soft | hard | soft:75,hard:150,soft:75 | <any>|drift | blend:w=0.7 ... (default %(default)s)")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--pool", default=d.pool, choices=("without_replacement", "replacement", "cycle"))
+    p.add_argument("--temperature", type=float, default=d.temperature, help="KL temperature (default %(default)s)")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--hard-mix", choices=("cutmix", "mixup", "none"), default=d.hard_mix)
+    p.add_argument("--backend", choices=("torch", "ffcv"), default=d.backend)
+    p.add_argument("--test-data", default=d.test_data, help="real test set ('none' skips testing)")
+    p.add_argument("--test-subset", type=int, default=None)
+    p.add_argument("--eval-every", type=int, default=d.eval_every, help="test every n epochs (0: only at the end)")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument("--stop-after", type=int, default=None, help="end this run after n epochs (resume later)")
+    _common(p)
+
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    from distill.demo import DemoConfig as C
+
+    d = C()
+    p.add_argument("--out", dest="out_dir", default=d.out_dir, help="output folder, reused on re-runs (default %(default)s)")
+    p.add_argument("--budget", default=d.budget, help="label budget (default %(default)s)")
+    p.add_argument("--student-epochs", type=int, default=d.student_epochs)
+    p.add_argument("--schedules", nargs="+", default=d.schedules)
+    p.add_argument("--teacher-subset", type=int, default=d.teacher_subset, help="training images for the teacher")
+    p.add_argument("--teacher-epochs", type=int, default=d.teacher_epochs)
+    p.add_argument("--recover-iterations", type=int, default=d.recover_iterations)
+    p.add_argument("--test-subset", type=int, default=None, help="test on a class-balanced subset (quick runs)")
+    p.add_argument("--force", action="store_true", help="rebuild every stage, even those already built")
+    _common(p)
+    p.set_defaults(threads=2)
+
+
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     from distill.evaluate import EvaluateConfig as C
 
@@ -132,21 +202,47 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _not_built(stage: str):
-    def run(args: argparse.Namespace) -> int:
-        # STUB: relabel / train / demo plug in here once labelstore and loaders are complete.
-        raise LabelStoreError(f"`distill {stage}` is not built yet; use squeeze, recover and evaluate for now")
+def _run_relabel(args: argparse.Namespace) -> int:
+    from distill.relabel import RelabelConfig, relabel
 
-    return run
+    args.crop_scale = tuple(args.crop_scale)
+    res = relabel(RelabelConfig(**_fields(RelabelConfig, args)), progress=not args.quiet)
+    print(f"labels: {res['labels']} ({res['bytes']:,} B, {res['stored_epochs']} epochs, {res['codec']}); "
+          f"drift histogram: {res['drift_png']}")
+    return 0
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from distill.train import TrainConfig, train
+
+    if args.test_data and args.test_data.lower() == "none":
+        args.test_data = None
+    res = train(TrainConfig(**_fields(TrainConfig, args)), progress=not args.quiet)
+    if res["checkpoint"] is None:
+        print(f"stopped after epoch {res['epochs_done']}: {res['last']} (run again with --resume)")
+        return 0
+    acc = res["test_acc"]
+    print(f"student: {res['checkpoint']}  schedule {res['schedule']}  "
+          + (f"test top-1 {acc:.4f}  " if acc is not None else "") + f"{res['seconds']:.1f} s  metrics: {res['metrics']}")
+    return 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from distill.demo import DemoConfig, demo
+
+    demo(DemoConfig(**_fields(DemoConfig, args)), progress=not args.quiet)
+    return 0
 
 
 _COMMANDS = {
     "squeeze": ("train teachers on the real training set", _squeeze_args, _run_squeeze),
     "recover": ("synthesise images per class from teachers (SRe2L, CV-DD)", _recover_args, _run_recover),
-    "relabel": ("label stored crops with a teacher or committee (not built yet)", None, _not_built("relabel")),
-    "train": ("train a student on a label file with a schedule (not built yet)", None, _not_built("train")),
+    "relabel": ("label stored crops with a teacher or a weighted committee, through the loader", _relabel_args,
+                _run_relabel),
+    "train": ("train a student on distilled images and a label file with any schedule", _train_args, _run_train),
     "evaluate": ("top-1 accuracy of a checkpoint on a test set", _evaluate_args, _run_evaluate),
-    "demo": ("the whole pipeline on Fashion-MNIST (not built yet)", None, _not_built("demo")),
+    "demo": ("the whole pipeline on Fashion-MNIST at 10 images per class, reusing what is built", _demo_args,
+             _run_demo),
 }
 
 

@@ -255,7 +255,7 @@ def to_tensor(images: np.ndarray, mean: list[float] | tuple[float, ...], std: li
     """uint8 NHWC -> normalised float32 NCHW torch tensor ((x/255 - mean) / std)."""
     import torch
 
-    x = torch.from_numpy(np.ascontiguousarray(images))
+    x = torch.from_numpy(np.require(images, requirements=["C", "W"]))  # read-only arrays (np.frombuffer) are copied
     if device is not None:
         x = x.to(device)
     x = x.permute(0, 3, 1, 2).float().div_(255.0)

@@ -54,6 +54,7 @@ class TrainConfig:
     eval_every: int = 0  # test accuracy every n epochs (0: only at the end)
     checkpoint_every: int = 25  # write last.pt every n epochs (and at the end)
     resume: bool = False
+    stop_after: int | None = None  # end this run after n epochs (last.pt kept; --resume continues)
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
@@ -85,7 +86,8 @@ def _lr_at(step: int, total: int, base: float) -> float:
 def _resume_key(cfg: TrainConfig, fingerprint: str | None, label_bytes: int) -> dict[str, Any]:
     """What must match for last.pt to be continued."""
     d = config_dict(cfg)
-    for k in ("resume", "eval_every", "checkpoint_every", "threads", "device", "out_dir", "test_subset", "test_data"):
+    for k in ("resume", "stop_after", "eval_every", "checkpoint_every", "threads", "device", "out_dir",
+              "test_subset", "test_data"):
         d.pop(k, None)
     d["fingerprint"], d["label_bytes"] = fingerprint, label_bytes
     return d
@@ -141,7 +143,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
                  stored_epochs=labels.num_epochs, batch_size=loader.batch_size, input=inp)
 
     t0 = time.time() - elapsed
-    bar = tqdm(range(start_epoch, cfg.epochs), desc=f"train {loader.schedule}", disable=not progress,
+    end = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start_epoch + int(cfg.stop_after))
+    bar = tqdm(range(start_epoch, end), desc=f"train {loader.schedule}", disable=not progress,
                initial=start_epoch, total=cfg.epochs)
     for epoch in bar:
         model.train()
@@ -171,11 +174,18 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
                      "seconds": round(time.time() - t0, 2)})
         bar.set_postfix(loss=f"{loss_sum / max(n, 1):.3f}", kind=rows[-1]["kind"],
                         **({"test": f"{test_acc:.3f}"} if test_acc is not None else {}))
-        if final or (cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0):
+        if final or epoch + 1 == end or (cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0):
             _write_last(last, model, opt, epoch + 1, step, rows, time.time() - t0, key)
             _write_metrics(out / "metrics.csv", rows)
     bar.close()
     seconds = time.time() - t0
+    if end < cfg.epochs:
+        labels.close()
+        if progress:
+            print(f"train: stopped after epoch {end} of {cfg.epochs}; {last} holds the state (--resume continues)")
+        return {"checkpoint": None, "last": last, "metrics": out / "metrics.csv", "test_acc": None,
+                "seconds": seconds, "schedule": str(loader.schedule), "label_bytes": label_bytes,
+                "stored_epochs": labels.num_epochs, "epochs_done": end}
     test_acc = next((r["test_acc"] for r in reversed(rows) if r["test_acc"] != ""), None)
     meta = {"model": cfg.model, "num_classes": ds.num_classes, "in_channels": in_ch, "image_size": side,
             "mean": inp["mean"], "std": inp["std"], "test_acc": test_acc, "data": cfg.test_data,
@@ -189,7 +199,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
         print(f"train: {loader.schedule}: test top-1 {test_acc:.4f} after {cfg.epochs} epochs "
               f"({seconds:.1f} s) -> {ckpt}")
     return {"checkpoint": ckpt, "metrics": out / "metrics.csv", "test_acc": test_acc, "seconds": seconds,
-            "schedule": str(loader.schedule), "label_bytes": label_bytes, "stored_epochs": labels.num_epochs}
+            "schedule": str(loader.schedule), "label_bytes": label_bytes, "stored_epochs": labels.num_epochs,
+            "last": last, "epochs_done": cfg.epochs}
 
 
 def _write_last(path: Path, model, opt, epoch: int, step: int, rows, seconds: float, key) -> None:
