@@ -14,14 +14,8 @@ import torch
 from labelstore import LabelStoreError, Mix
 
 
-def apply_mix(images: torch.Tensor, mix: Mix | None) -> torch.Tensor:
-    """Mix a batch ``(n, C, H, W)`` as ``mix`` says: record i with record ``mix.partner[i]``.
-
-    CutMix pastes the partner's ``box`` region (output pixels) and keeps the dtype, so uint8
-    stays exact; Mixup blends ``lam * x + (1 - lam) * x[partner]`` in float32.
-    """
-    if mix is None:
-        return images
+def _partner(images: torch.Tensor, mix: Mix) -> torch.Tensor:
+    """The partner index tensor, after checking the mix fits this batch."""
     n = images.shape[0]
     partner = torch.as_tensor(np.asarray(mix.partner, np.int64), device=images.device)
     if partner.shape != (n,):
@@ -33,14 +27,28 @@ def apply_mix(images: torch.Tensor, mix: Mix | None) -> torch.Tensor:
         if not (0 <= y0 <= y1 <= H and 0 <= x0 <= x1 <= W):
             raise LabelStoreError(f"the CutMix box {(y0, x0, y1, x1)} lies outside the {H}x{W} crops; "
                                   "the crop size differs from the one the labels were made at")
+    elif mix.kind != "mixup":
+        raise LabelStoreError(f"unknown mix kind {mix.kind!r}")
+    return partner
+
+
+def apply_mix(images: torch.Tensor, mix: Mix | None) -> torch.Tensor:
+    """Mix a batch ``(n, C, H, W)`` as ``mix`` says: record i with record ``mix.partner[i]``.
+
+    CutMix pastes the partner's ``box`` region (output pixels) and keeps the dtype, so uint8
+    stays exact; Mixup blends ``lam * x + (1 - lam) * x[partner]`` in float32.
+    """
+    if mix is None:
+        return images
+    partner = _partner(images, mix)
+    if mix.kind == "cutmix":
+        y0, x0, y1, x1 = (int(v) for v in mix.box)
         out = images.clone()
         out[:, :, y0:y1, x0:x1] = images[partner, :, y0:y1, x0:x1]
         return out
-    if mix.kind == "mixup":
-        x = images if images.is_floating_point() else images.float()
-        lam = float(mix.lam)
-        return x * lam + x[partner] * (1.0 - lam)
-    raise LabelStoreError(f"unknown mix kind {mix.kind!r}")
+    x = images if images.is_floating_point() else images.float()
+    lam = float(mix.lam)
+    return x * lam + x[partner] * (1.0 - lam)
 
 
 def mix_targets(targets: torch.Tensor, mix: Mix | None) -> torch.Tensor:
@@ -80,13 +88,31 @@ def to_model_input(
     x = pixels.to(device, non_blocking=True)
     if gray:
         x = x[:, :1]
-    x = apply_mix(x, mix)
     m = torch.tensor(_stats(mean, gray, "mean"), device=x.device, dtype=torch.float32).view(1, -1, 1, 1)
     s = torch.tensor(_stats(std, gray, "std"), device=x.device, dtype=torch.float32).view(1, -1, 1, 1)
     if (s <= 0).any():
         raise LabelStoreError("std values must be positive")
-    x = (x.float() / 255.0 - m) / s
-    x = x.to(dtype)
+    # One new tensor, then in-place work: fresh 60 MB buffers cost more in page faults than the
+    # arithmetic. Normalising is per-pixel affine, so mixing after it gives the same images as
+    # mixing before it (CutMix bit for bit; Mixup up to rounding, identically in record and replay).
+    x = x.to(torch.float32)
+    x.mul_(1.0 / (255.0 * s)).sub_(m / s)
+    _mix_in_place(x, mix)
+    if dtype != torch.float32:
+        x = x.to(dtype)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
+
+
+def _mix_in_place(x: torch.Tensor, mix: Mix | None) -> None:
+    """:func:`apply_mix` on a float batch, in place (the partner's pixels are copied first)."""
+    if mix is None:
+        return
+    partner = _partner(x, mix)
+    if mix.kind == "cutmix":
+        y0, x0, y1, x1 = (int(v) for v in mix.box)
+        x[:, :, y0:y1, x0:x1] = x[partner, :, y0:y1, x0:x1]  # the right side is a copy
+    else:
+        lam = float(mix.lam)
+        x.mul_(lam).add_(x[partner], alpha=1.0 - lam)
