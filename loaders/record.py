@@ -5,7 +5,10 @@ drawn from the same seed and stored when the writer keeps explicit crops), the p
 the backend, the mix from ``derived_mix`` through :func:`loaders.mixing.to_model_input` — the
 very code :class:`~loaders.replay.ReplayLoader` runs — and the teacher callback labels them.
 Batches already written (a resumed run) are skipped. Under ``torch.distributed`` the teacher
-work is sharded by rank and rank 0 merges the outputs into its writer.
+work is sharded by rank, in one of two ways: every rank holds a shard writer
+(``LabelWriter(..., shard=(rank, world))``) and writes its own batches, merged afterwards by
+``labelstore.merge_shards`` (nothing crosses the network); or only rank 0 holds a writer and
+gathers the other ranks' logits.
 """
 from __future__ import annotations
 
@@ -52,6 +55,8 @@ def record_labels(
     """
     rank, world = resolve_rank(rank, world_size)
     kw = dict(mean=mean, std=std, device=device, dtype=dtype, channels_last=channels_last, gray=gray)
+    if writer is not None and writer.shard is not None:
+        return _record_shard(writer, backend, teacher_fn, int(epochs), batch_size, kw, segment, progress)
     meta = _plan(writer, backend, int(epochs), batch_size) if rank == 0 else None
     if rank != 0 and writer is not None:
         meta = {"error": "only rank 0 holds the LabelWriter; pass writer=None on the other ranks"}
@@ -94,6 +99,37 @@ def record_labels(
         print(f"relabel: {summary['batches_written']} batches ({records} crops) written, "
               f"{summary['batches_skipped']} already done, {summary['records_per_s']} crops/s")
     return summary
+
+
+def _record_shard(writer: LabelWriter, backend: PixelBackend, teacher_fn, epochs: int, batch_size: int,
+                  kw: dict, segment: int, progress: bool) -> dict:
+    """One rank's shard: the batches it owns, written to its own journal; no communication."""
+    meta = _plan(writer, backend, epochs, batch_size)
+    if "error" in meta:
+        raise LabelStoreError(meta["error"])
+    todo = [(e, b) for e, b in meta["todo"] if writer.owns(b)]
+    start, records = time.perf_counter(), 0
+    bar = tqdm(total=len(todo), desc=f"relabel rank {writer.shard[0]}", unit="batch", disable=not progress or not todo)
+    for s in range(0, len(todo), max(1, int(segment))):
+        seg = _crops(writer, backend, todo[s : s + max(1, int(segment))])
+        pixels = backend.iter_batches([c for _, _, c, _ in seg], meta["size"])
+        try:
+            for px, (e, b, crop, mix) in zip(pixels, seg):
+                with torch.no_grad():
+                    logits = _as_numpy(teacher_fn(to_model_input(px, mix, **kw)), len(crop), meta["num_classes"], e, b)
+                extra = dict(boxes=crop.boxes, flips=crop.flips) if meta["explicit_crops"] else {}
+                if meta["explicit_mix"]:
+                    extra["mix"] = mix
+                writer.write_batch(e, b, logits, **extra)
+                records += len(crop)
+                bar.update(1)
+        finally:
+            getattr(pixels, "close", lambda: None)()
+    bar.close()
+    seconds = time.perf_counter() - start
+    owned = sum(1 for e in range(epochs) for b in range(writer.num_batches(e)) if writer.owns(b))
+    return dict(epochs=epochs, batches_written=len(todo), batches_skipped=owned - len(todo), records=records,
+                seconds=round(seconds, 3), records_per_s=round(records / seconds, 1) if records else 0.0)
 
 
 def _plan(writer: LabelWriter | None, backend: PixelBackend, epochs: int, batch_size: int) -> dict:

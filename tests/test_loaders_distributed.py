@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as tmp
 
-from labelstore import CropPolicy, LabelFile, LabelWriter, MixPolicy, image_set_fingerprint
+from labelstore import CropPolicy, LabelFile, LabelWriter, MixPolicy, image_set_fingerprint, merge_shards
 from loaders import ReplayLoader, TorchBackend, record_labels, shard_batches
 
 N, BS, C = 45, 8, 5  # 6 batches per epoch, the last one short
@@ -36,9 +36,10 @@ def _teacher(x):
     return torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1) @ w
 
 
-def _writer(path, n, images):
+def _writer(path, n, images, shard=None):
     return LabelWriter(path, num_classes=C, num_images=n, seed=2, image_fingerprint=image_set_fingerprint(images),
-                       image_sizes=(20, 20), crop_policy=CropPolicy(size=(12, 12)), mix_policy=MixPolicy("cutmix"))
+                       image_sizes=(20, 20), crop_policy=CropPolicy(size=(12, 12)), mix_policy=MixPolicy("cutmix"),
+                       shard=shard)
 
 
 def _worker(rank, world, port, path, n, out):
@@ -52,7 +53,13 @@ def _worker(rank, world, port, path, n, out):
                                 segment=2, progress=False)
         if rank == 0:
             writer.finalize()
+        # the other way: every rank writes a shard of its own batches, rank 0 merges them
+        shard = _writer(path + ".sharded.h5", n, images, shard=(rank, world))
+        record_labels(shard, backend, _teacher, epochs=2, batch_size=BS, mean=0.5, std=0.25, segment=2, progress=False)
+        shard.finalize()
         dist.barrier()
+        if rank == 0:
+            merge_shards(path + ".sharded.h5")
         loader = ReplayLoader(path, backend, "soft:1,hard:1", epochs=2, mean=0.5, std=0.25, seed=4)  # rank from dist
         per_epoch = []
         for epoch in range(2):
@@ -89,11 +96,13 @@ def test_ranks_cover_each_epoch_exactly_once(tmp_path, world=2, n=50):
     images = _images(n)
     with _writer(tmp_path / "one.h5", n, images) as w:
         record_labels(w, TorchBackend(images), _teacher, epochs=2, batch_size=BS, mean=0.5, std=0.25, progress=False)
-    with LabelFile(path) as a, LabelFile(tmp_path / "one.h5") as b:
-        assert len(a) == len(b) == 14
-        for x, y in zip(a.batches(), b.batches()):
-            np.testing.assert_array_equal(x.logits, y.logits)
-            np.testing.assert_array_equal(x.indices, y.indices)
+    for merged in (path, tmp_path / "l.h5.sharded.h5"):
+        with LabelFile(merged) as a, LabelFile(tmp_path / "one.h5") as b:
+            assert len(a) == len(b) == 14
+            for x, y in zip(a.batches(), b.batches()):
+                np.testing.assert_array_equal(x.logits, y.logits)
+                np.testing.assert_array_equal(x.indices, y.indices)
+                assert x.mix == y.mix
     ranks = result["ranks"]
     assert len(ranks) == world
     for epoch in range(2):  # epoch 0 soft (stored batches), epoch 1 hard (fresh crops)
