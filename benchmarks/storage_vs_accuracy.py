@@ -1,0 +1,295 @@
+"""Storage vs accuracy: student top-1 on Fashion-MNIST at 10 images per class against label bytes.
+
+Image sets: 10 random real images per class, SRe2L-recovered and CV-DD-recovered images.
+For each set, the labels are made once through `distill relabel` (dense fp16, the most
+stored epochs asked for) and transcoded into every (stored epochs S, codec) of the grid:
+the first S epochs are exactly what a relabel with S epochs writes (crops, orders and mixes
+are drawn per epoch from the seed), so only the teacher work is shared. Every file is
+measured in bytes on disk; a student (`distill train`) is trained on it with each schedule
+(all-soft, HALD, all-hard, drift-gated) and several seeds and tested on the real test set.
+A CV-DD committee (two teachers, weights softmax(prior / 10)) is compared with its best
+single teacher. Writes CSV + JSON + PNG under results/storage_vs_accuracy/.
+
+    python -m benchmarks.storage_vs_accuracy --quick      # ~3 min smoke run
+    python -m benchmarks.storage_vs_accuracy --sources real --S 1 2 5 20 --seeds 2 --epochs 150
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from distill.data import ImageDataset, fashion_mnist, save_npz
+from distill.recover import RecoverConfig, recover
+from distill.relabel import RelabelConfig, relabel
+from distill.squeeze import SqueezeConfig, squeeze
+from distill.train import TrainConfig, train
+from labelstore import LabelFile, LabelWriter, parse_codec_spec
+
+SCHEDULES = {"all-soft": "soft", "HALD": "hald", "all-hard": "hard", "drift-gated": "soft|drift"}
+CODECS = ("dense16", "dense_q:bits=8", "dense_q:bits=4", "topk:k=3")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smoke run: real images, S 1 and 5, 2 schedules, 1 seed")
+    p.add_argument("--sources", nargs="+", default=["real", "sre2l", "cvdd"], choices=["real", "sre2l", "cvdd"])
+    p.add_argument("--S", nargs="+", type=int, default=[1, 2, 5, 20, 50, 300], help="stored epochs")
+    p.add_argument("--codecs", nargs="+", default=list(CODECS))
+    p.add_argument("--codec-S", nargs="+", type=int, default=None,
+                   help="stored epochs at which the non-fp16 codecs are run (default: all of --S)")
+    p.add_argument("--schedules", nargs="+", default=list(SCHEDULES), choices=list(SCHEDULES))
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=300, help="student epochs")
+    p.add_argument("--committee", action=argparse.BooleanOptionalAction, default=True,
+                   help="also compare a CV-DD committee with a single teacher (real images)")
+    p.add_argument("--test-subset", type=int, default=None, help="test on a class-balanced subset")
+    p.add_argument("--teacher-subset", type=int, default=20000)
+    p.add_argument("--teacher-epochs", type=int, default=2)
+    p.add_argument("--recover-iterations", type=int, default=100)
+    p.add_argument("--model", default="convnet-w32", help="teacher and student architecture")
+    p.add_argument("--mix", default="cutmix", choices=["cutmix", "none", "mixup"], help="relabel mixing")
+    p.add_argument("--out", default="results/storage_vs_accuracy")
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args(argv)
+    if a.quick:
+        a.sources, a.S, a.codecs, a.schedules, a.seeds = ["real"], [1, 5], ["dense16", "dense_q:bits=4"], ["all-soft", "HALD"], 1
+        a.epochs, a.test_subset, a.teacher_subset, a.teacher_epochs, a.committee = 60, 2000, 5000, 1, False
+        a.out = a.out.rstrip("/") + "-quick"
+    return a
+
+
+def teachers(a, root: Path) -> list[Path]:
+    """Two teachers (different seeds), cached; the second only serves the committee and CV-DD."""
+    paths = []
+    for i in range(2 if (a.committee or "cvdd" in a.sources) else 1):
+        ckpt = root / f"teacher{i}" / f"{a.model}.pt"
+        if not ckpt.exists():
+            squeeze(SqueezeConfig(out_dir=str(ckpt.parent), models=[a.model], epochs=a.teacher_epochs, batch_size=128,
+                                  train_subset=a.teacher_subset, seed=i, threads=a.threads), progress=False)
+        acc = torch.load(ckpt, weights_only=True)["test_acc"]
+        print(f"teacher {i}: {ckpt} test top-1 {100 * acc:.2f}%", flush=True)
+        paths.append(ckpt)
+    return paths
+
+
+def image_set(source: str, a, root: Path, tpaths: list[Path]) -> Path:
+    path = root / "images" / source / "images.npz"
+    if path.exists():
+        return path
+    if source == "real":
+        ds = fashion_mnist("train").subset(100, seed=0)
+        save_npz(path, ImageDataset(ds.images, ds.labels, 10, "real-10ipc"))
+    else:
+        recover(RecoverConfig(teachers=[str(t) for t in tpaths], out_dir=str(path.parent), ipc=10,
+                              iterations=a.recover_iterations, method="sre2l" if source == "sre2l" else "cvdd",
+                              threads=a.threads, beton=False), progress=False)
+    return path
+
+
+def transcode(src: Path, dst: Path, S: int, codec: str) -> Path:
+    """The first S epochs of `src` under another codec (same seed, crops, orders, mixes, header)."""
+    if dst.exists():
+        return dst
+    with LabelFile(src) as f:
+        c = parse_codec_spec(codec, f.num_classes)
+        if c.needs_fit:
+            c.fit(np.concatenate([f.read_logits(e, b) for e in range(min(S, f.num_epochs)) for b in range(f.num_batches(e))]))
+        with LabelWriter(dst, num_classes=f.num_classes, num_images=f.num_images, codec=c, seed=f.seed,
+                         image_fingerprint=f.image_fingerprint, image_sizes=f.image_sizes, crop_policy=f.crop_policy,
+                         mix_policy=f.mix_policy, teacher=f.teacher, attrs=f.user_attrs) as w:
+            for e in range(S):
+                w.begin_epoch(e, f.batch_size(e))
+                for b in range(f.num_batches(e)):
+                    w.write_batch(e, b, f.read_logits(e, b))
+    return dst
+
+
+def run_student(a, images: Path, labels: Path, schedule: str, seed: int, workdir: Path) -> tuple[float, float]:
+    t = time.time()
+    res = train(TrainConfig(images=str(images), labels=str(labels), out_dir=str(workdir), model=a.model,
+                            schedule=SCHEDULES[schedule], epochs=a.epochs, test_subset=a.test_subset, seed=seed,
+                            threads=a.threads, checkpoint_every=0), progress=False)
+    return float(res["test_acc"]), time.time() - t
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    torch.set_num_threads(a.threads)
+    root = Path(a.out)
+    root.mkdir(parents=True, exist_ok=True)
+    csv_path = root / "results.csv"
+    done = {}
+    if csv_path.exists():  # resume: rows already measured are kept
+        for r in csv.DictReader(open(csv_path)):
+            done[(r["source"], r["teacher"], r["codec"], int(r["S"]), r["schedule"], int(r["seed"]))] = r
+    fields = ["source", "teacher", "codec", "S", "schedule", "seed", "label_bytes", "test_acc", "seconds", "mismatch"]
+    new = not csv_path.exists()
+    out = open(csv_path, "a", newline="")
+    writer = csv.DictWriter(out, fieldnames=fields)
+    if new:
+        writer.writeheader()
+    t0 = time.time()
+    tpaths = teachers(a, root)
+    Smax = max(a.S)
+    jobs = []
+    for source in a.sources:
+        images = image_set(source, a, root, tpaths)
+        setups = [("single", [tpaths[0]])]
+        if a.committee and source == "real":
+            setups.append(("committee", tpaths))
+        for tname, tlist in setups:
+            base = root / "labels" / source / tname / f"S{Smax}-dense16.h5"
+            lab = relabel(RelabelConfig(images=str(images), teachers=[str(t) for t in tlist], out=str(base),
+                                        epochs=Smax, batch_size=100, codec="dense16", mix=a.mix, threads=a.threads),
+                          progress=False)
+            for codec in a.codecs:
+                Ss = a.S if codec == "dense16" or a.codec_S is None else [s for s in a.S if s in a.codec_S]
+                for S in Ss:
+                    for sched in a.schedules:
+                        if sched == "all-hard" and (S != min(a.S) or codec != a.codecs[0]):
+                            continue  # hard labels ignore the stored ones: one run per seed
+                        if tname == "committee" and (codec != "dense16" or sched not in ("all-soft", "HALD")):
+                            continue
+                        for seed in range(a.seeds):
+                            jobs.append((source, tname, codec, S, sched, seed, images, base, lab["mismatch"]))
+    print(f"{len(jobs)} student runs ({sum(1 for j in jobs if j[:6] in done)} already measured)", flush=True)
+    from tqdm import tqdm
+
+    for source, tname, codec, S, sched, seed, images, base, mismatch in tqdm(jobs, desc="students"):
+        key = (source, tname, codec, S, sched, seed)
+        if key in done:
+            continue
+        slug = codec.replace(":", "_").replace("=", "")
+        labels = base if (S == Smax and codec == "dense16") else transcode(base, base.with_name(f"S{S}-{slug}.h5"), S, codec)
+        acc, secs = run_student(a, images, labels, sched, seed, root / "work")
+        row = {"source": source, "teacher": tname, "codec": codec, "S": S, "schedule": sched, "seed": seed,
+               "label_bytes": 0 if sched == "all-hard" else labels.stat().st_size, "test_acc": round(acc, 5),
+               "seconds": round(secs, 1), "mismatch": round(mismatch, 4)}
+        writer.writerow(row)
+        out.flush()
+        done[key] = {k: str(v) for k, v in row.items()}
+        tqdm.write(f"{source:6} {tname:9} {codec:15} S={S:<4} {sched:12} seed {seed}: {100 * acc:.2f}% "
+                   f"({row['label_bytes']:,} B, {secs:.0f} s)")
+    out.close()
+    summary = summarise(list(done.values()), a, root)
+    print(f"total {time.time() - t0:.0f} s; {csv_path}, {root / 'summary.json'}, {root / 'storage_vs_accuracy.png'}")
+    return 0 if summary is not None else 1
+
+
+def _agg(rows):
+    """(source, teacher, codec, S, schedule) -> (mean acc, std acc, n, bytes)."""
+    g: dict = {}
+    for r in rows:
+        k = (r["source"], r["teacher"], r["codec"], int(r["S"]), r["schedule"])
+        g.setdefault(k, []).append((float(r["test_acc"]), int(r["label_bytes"])))
+    return {k: (float(np.mean([x for x, _ in v])), float(np.std([x for x, _ in v])), len(v), v[0][1]) for k, v in g.items()}
+
+
+def summarise(rows, a, root: Path) -> dict:
+    agg = _agg(rows)
+    lines, summary = [], {"targets": {}}
+    for source in a.sources:
+        lines.append(f"\n{source} images, single teacher, dense16 (mean of seeds, test top-1 %):")
+        hard = agg.get((source, "single", a.codecs[0], min(a.S), "all-hard"))
+        lines.append(f"  {'S':>4} {'bytes':>9} " + " ".join(f"{s:>12}" for s in a.schedules if s != "all-hard")
+                     + (f"   all-hard {100 * hard[0]:.2f}" if hard else ""))
+        for S in a.S:
+            cells = [agg.get((source, "single", "dense16", S, s)) for s in a.schedules if s != "all-hard"]
+            if not any(cells):
+                continue
+            nbytes = next(c[3] for c in cells if c)
+            lines.append(f"  {S:>4} {nbytes:>9,} " + " ".join(f"{100 * c[0]:>7.2f}±{100 * c[1]:<4.1f}" if c else f"{'-':>12}" for c in cells))
+        soft = {S: agg.get((source, "single", "dense16", S, "all-soft")) for S in a.S}
+        hald = {S: agg.get((source, "single", "dense16", S, "HALD")) for S in a.S}
+        drift = {S: agg.get((source, "single", "dense16", S, "drift-gated")) for S in a.S}
+        S1 = min(a.S)
+        t = summary["targets"].setdefault(source, {})
+        if soft[S1] and hald[S1]:
+            d = 100 * (hald[S1][0] - soft[S1][0])
+            t["hald_minus_soft_at_S1"] = round(d, 2)
+            lines.append(f"  HALD - all-soft at S={S1}: {d:+.2f} points (target >= +5 on real images: "
+                         f"{'met' if d >= 5 else 'MISSED'})")
+        wins = [S for S in a.S if soft[S] and hald[S] and hald[S][0] > soft[S][0]]
+        losses = [S for S in a.S if soft[S] and hald[S] and hald[S][0] <= soft[S][0]]
+        lines.append(f"  HALD beats all-soft at S={wins or 'none'}; loses or ties at S={losses or 'none'}")
+        if any(drift.values()):
+            worst = min((100 * (drift[S][0] - soft[S][0]), S) for S in a.S if drift[S] and soft[S])
+            beat = drift[S1] and hald[S1] and drift[S1][0] > hald[S1][0]
+            t["drift_worst_vs_soft"] = round(worst[0], 2)
+            lines.append(f"  drift-gated vs all-soft: worst {worst[0]:+.2f} points (at S={worst[1]}; target >= -1: "
+                         f"{'met' if worst[0] >= -1 else 'MISSED'}); beats HALD at S={S1}: {'yes' if beat else 'NO'}")
+        ref = agg.get((source, "single", "dense16", 300, "all-soft"))
+        if ref:
+            cands = [(k, v) for k, v in agg.items() if k[0] == source and k[1] == "single" and k[4] != "all-hard"
+                     and 0 < v[3] <= ref[3] / 20 and v[0] >= ref[0]]
+            best = max(cands, key=lambda kv: kv[1][0]) if cands else None
+            t["s300_reached_with_1_20_bytes"] = bool(best)
+            lines.append(f"  S=300 dense16 all-soft: {100 * ref[0]:.2f}% at {ref[3]:,} B; reached with <= 1/20 of the "
+                         f"bytes: " + (f"yes, {best[0][2]} S={best[0][3]} {best[0][4]} {100 * best[1][0]:.2f}% at {best[1][3]:,} B"
+                                       if best else "NO"))
+        others = [(k, v) for k, v in agg.items() if k[0] == source and k[1] == "single" and k[2] != "dense16"]
+        for k, v in sorted(others):
+            lines.append(f"  codec {k[2]:15} S={k[3]:<4} {k[4]:12} {100 * v[0]:.2f}±{100 * v[1]:.1f} at {v[3]:,} B")
+        com = [(k, v) for k, v in agg.items() if k[0] == source and k[1] == "committee"]
+        for k, v in sorted(com):
+            single = agg.get((source, "single", k[2], k[3], k[4]))
+            lines.append(f"  committee {k[4]:9} S={k[3]:<4} {100 * v[0]:.2f}% vs single teacher "
+                         + (f"{100 * single[0]:.2f}% ({100 * (v[0] - single[0]):+.2f})" if single else "n/a"))
+    best = max(((k, v) for k, v in agg.items()), key=lambda kv: kv[1][0], default=None)
+    if best:
+        summary["best"] = {"setting": list(best[0]), "test_acc": best[1][0]}
+        lines.append(f"\nbest setting: {best[0]} {100 * best[1][0]:.2f}% (target >= 85%: "
+                     f"{'met' if best[1][0] >= 0.85 else 'MISSED'})")
+    text = "\n".join(lines)
+    print(text)
+    summary["text"] = text
+    summary["args"] = vars(a)
+    (root / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    plot(agg, a, root / "storage_vs_accuracy.png")
+    return summary
+
+
+def plot(agg, a, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sources = [s for s in a.sources if any(k[0] == s for k in agg)]
+    fig, axes = plt.subplots(1, max(1, len(sources)), figsize=(5.5 * max(1, len(sources)), 4), squeeze=False)
+    colors = {"all-soft": "tab:orange", "HALD": "tab:blue", "all-hard": "tab:gray", "drift-gated": "tab:green"}
+    markers = {"dense16": "o", "dense_q:bits=8": "s", "dense_q:bits=4": "^", "topk:k=3": "D"}
+    for ax, source in zip(axes[0], sources):
+        for sched in a.schedules:
+            if sched == "all-hard":
+                v = agg.get((source, "single", a.codecs[0], min(a.S), "all-hard"))
+                if v:
+                    ax.axhline(100 * v[0], color=colors[sched], ls="--", label=f"all-hard {100 * v[0]:.1f}")
+                continue
+            for codec in a.codecs:
+                pts = sorted((v[3], v[0], v[1]) for k, v in agg.items()
+                             if k[0] == source and k[1] == "single" and k[2] == codec and k[4] == sched)
+                if pts:
+                    x, y, e = zip(*pts)
+                    ax.errorbar(x, 100 * np.array(y), yerr=100 * np.array(e), color=colors[sched],
+                                marker=markers.get(codec, "x"), ls="-" if codec == "dense16" else ":", capsize=3,
+                                label=sched if codec == "dense16" else f"{sched} {codec}")
+        ax.set(xscale="log", xlabel="label bytes (file on disk)", ylabel="test top-1 (%)",
+               title=f"Fashion-MNIST 10 img/class: {source}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
