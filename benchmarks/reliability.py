@@ -199,6 +199,53 @@ def concurrency(tmp: Path, procs: int, rounds: int) -> dict:
     return {"processes": procs, "threads": len(threads), "reads": (procs + len(threads)) * rounds * len(keys), "wrong_values": wrong_procs + wrong_threads[0]}
 
 
+def _hash_teacher(x):
+    """A deterministic 'teacher': logits from pooled pixels, so values depend on the exact crops."""
+    import torch
+
+    w = torch.linspace(-1, 1, 3 * 16 * NUM_CLASSES).view(3 * 16, NUM_CLASSES)
+    return torch.nn.functional.adaptive_avg_pool2d(x.float(), 4).flatten(1) @ w
+
+
+def concurrency_ffcv(tmp: Path, procs: int) -> dict:
+    """8 processes read a label file while a ReplayLoader on FFCV (numba threads) replays it."""
+    try:
+        from loaders import FFCVBackend, ReplayLoader, record_labels, write_beton
+    except ImportError as exc:
+        return {"skipped": f"FFCV not installed ({exc})"}
+    from labelstore import CropPolicy, MixPolicy
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (NUM_IMAGES, 48, 48, 3), dtype=np.uint8)
+    beton = tmp / "images.beton"
+    info = write_beton(images, beton, progress=False)
+    backend = FFCVBackend(beton, num_workers=2)
+    path = tmp / "ffcv_labels.h5"
+    with LabelWriter(path, num_classes=NUM_CLASSES, num_images=NUM_IMAGES, codec=CODEC, seed=5,
+                     image_fingerprint=info.fingerprint, image_sizes=backend.image_sizes,
+                     crop_policy=CropPolicy(size=(32, 32)), mix_policy=MixPolicy("cutmix")) as w:
+        record_labels(w, backend, _hash_teacher, epochs=EPOCHS, batch_size=BATCH, progress=False)
+    f = LabelFile(path)
+    keys = [(e, b) for e in range(f.num_epochs) for b in range(f.num_batches(e))]
+    truth = {k: f.read_logits(*k).tobytes() for k in keys}
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    ps = [ctx.Process(target=_reader_proc, args=(path, keys * 3, truth, q)) for _ in range(procs)]
+    for p in ps:
+        p.start()
+    loader = ReplayLoader(f, backend, "soft", epochs=EPOCHS * 3, pool="cycle")
+    wrong = steps = 0
+    for _ in range(EPOCHS * 3):
+        for step in loader:
+            steps += 1
+            if step.logits.numpy().tobytes() != truth[step.stored]:
+                wrong += 1
+    wrong += sum(q.get() for _ in ps)
+    for p in ps:
+        p.join()
+    return {"processes": procs, "ffcv_threads": 2, "replayed_steps": steps, "process_reads": procs * 3 * len(keys), "wrong_values": wrong}
+
+
 def full_disk(tmp: Path) -> dict:
     mnt = tmp / "disk"
     mnt.mkdir()
@@ -240,6 +287,8 @@ def main(argv=None) -> int:
         print("fuzzing       ", res["fuzz"], flush=True)
         res["concurrency"] = concurrency(tmp, 8, rounds)
         print("concurrency   ", res["concurrency"], flush=True)
+        res["concurrency_ffcv"] = concurrency_ffcv(tmp, 8)
+        print("ffcv + procs  ", res["concurrency_ffcv"], flush=True)
         res["full_disk"] = full_disk(tmp)
         print("full disk     ", {k: v for k, v in res["full_disk"].items() if k != "message"}, flush=True)
         res["seconds"] = round(time.perf_counter() - t0, 1)
@@ -248,6 +297,7 @@ def main(argv=None) -> int:
         res["crash_safety"]["resumed_files_differing"], res["crash_safety"]["incomplete_files_readable"],
         res["corruption"]["missed_by_verify"], res["corruption"]["silently_wrong_reads"], res["corruption"]["other_exceptions"],
         res["fuzz"]["other_exceptions"], res["concurrency"]["wrong_values"],
+        res["concurrency_ffcv"].get("wrong_values", 0),
         0 if res["full_disk"].get("skipped") or (res["full_disk"]["error_raised"] and res["full_disk"]["resumed_equal"]) else 1,
     ]
     print(f"silent failures: {sum(failures)}  ({res['seconds']} s; JSON in {out / 'reliability.json'})")
