@@ -39,7 +39,7 @@ class Batch:
     epoch: int
     batch: int
     indices: np.ndarray  # (n,) image ids, in batch positions
-    logits: np.ndarray  # (n, C) float32; softmax-shift-invariant (see docs/format.md)
+    logits: np.ndarray | None  # (n, C) float32, shift-invariant (docs/format.md); None from read_crops
     boxes: np.ndarray  # (n, 4) int32 (top, left, height, width) in source pixels
     flips: np.ndarray  # (n,) bool
     mix: Mix | None
@@ -70,6 +70,7 @@ class LabelFile:
         self.verify_checksums = verify_checksums
         self._pid = None
         self._h5 = None
+        self._fd = None  # a plain descriptor for /data reads, opened per process like the h5py handle
         self._chunk_cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._order_cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._check_userblock()
@@ -92,6 +93,9 @@ class LabelFile:
             if (self.epoch_table["first_chunk"] != np.concatenate([[0], np.cumsum(self.epoch_table["num_batches"])[:-1]])).any():
                 raise LabelStoreError(f"{self.path}: the epoch table is inconsistent (corrupted); run `labelstore verify`")
             codec_arrays = {k: v[...] for k, v in f["codec_arrays"].items()} if "codec_arrays" in f else None
+            # /data is contiguous: a chunk is one pread at a fixed offset, without h5py's per-read overhead
+            self._data_size = int(f["data"].shape[0])
+            self._data_offset = f["data"].id.get_offset() if self._data_size else None
             self.image_sizes = f["image_sizes"][...].astype(np.int64) if "image_sizes" in f else None
         except LabelStoreError:
             self.close()
@@ -137,7 +141,7 @@ class LabelFile:
     # -- the lazy, per-process handle -----------------------------------------------------
     def _file(self) -> h5py.File:
         if self._h5 is None or self._pid != os.getpid():
-            self._h5 = None  # a handle inherited across fork is never used
+            self._h5 = self._fd = None  # handles inherited across fork are never used
             try:
                 self._h5 = h5py.File(self.path, "r")
             except FileNotFoundError:
@@ -175,14 +179,17 @@ class LabelFile:
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_h5"], state["_pid"] = None, None
+        state["_h5"], state["_pid"], state["_fd"] = None, None, None
         state["_chunk_cache"], state["_order_cache"] = OrderedDict(), OrderedDict()
         return state
 
     def close(self) -> None:
-        if self._h5 is not None and self._pid == os.getpid():
-            self._h5.close()
-        self._h5 = None
+        if self._pid == os.getpid():
+            if self._h5 is not None:
+                self._h5.close()
+            if self._fd is not None:
+                os.close(self._fd)
+        self._h5 = self._fd = None
 
     def __enter__(self) -> "LabelFile":
         return self
@@ -262,10 +269,16 @@ class LabelFile:
         row = self._chunk_row(epoch, batch)
         start = int(row["offset"])
         size = int(row["label_nbytes"]) + int(row["crop_nbytes"]) + int(row["mix_nbytes"])
-        if start + size > self._file()["data"].shape[0]:
+        if start + size > self._data_size:
             raise LabelStoreError(f"{self.path}: epoch {epoch} batch {batch} points past the end of the data (corrupted); run `labelstore verify`")
         try:
-            blob = self._file()["data"][start : start + size].tobytes()
+            if self._data_offset is not None:
+                self._file()  # (re)opens both handles in a new process
+                if self._fd is None:
+                    self._fd = os.open(self.path, os.O_RDONLY)
+                blob = os.pread(self._fd, size, self._data_offset + start)
+            else:
+                blob = self._file()["data"][start : start + size].tobytes()
         except Exception as exc:
             raise LabelStoreError(f"{self.path}: cannot read epoch {epoch} batch {batch} ({exc}); run `labelstore verify`") from None
         if len(blob) != size or (self.verify_checksums and zlib.crc32(blob) != int(row["crc32"])):
@@ -292,11 +305,30 @@ class LabelFile:
         return logits
 
     def read_batch(self, epoch: int, batch: int) -> Batch:
+        """Everything stored for one batch: images, crops, mix and the decoded logits."""
         row, blob = self.read_chunk_bytes(epoch, batch)
+        out = self._crops(epoch, batch, row, blob)
+        out.logits = self._decode_labels(row, blob, epoch, batch)
+        return out
+
+    def read_crops(self, epoch: int, batch: int) -> Batch:
+        """One batch without its labels (``logits`` is None): which images, how cropped and mixed.
+
+        With derived crops and mix this touches no stored bytes, so a loader can start decoding
+        pixels before it decodes the labels.
+        """
+        epoch = self._check_epoch(epoch)
+        row = self._chunk_row(epoch, batch)
+        if self.crops_mode == EXPLICIT or self.mix_mode == EXPLICIT:
+            row, blob = self.read_chunk_bytes(epoch, batch)
+        else:
+            blob = None
+        return self._crops(epoch, batch, row, blob)
+
+    def _crops(self, epoch: int, batch: int, row, blob: bytes | None) -> Batch:
         n = int(row["num_records"])
         bs = self.batch_size(epoch)
         indices = self.order(epoch)[batch * bs : batch * bs + n]
-        logits = self._decode_labels(row, blob, epoch, batch)
         ln, cn = int(row["label_nbytes"]), int(row["crop_nbytes"])
         if self.crops_mode == EXPLICIT:
             boxes, flips = _chunk.decode_crops(blob[ln : ln + cn], n)
@@ -308,7 +340,7 @@ class LabelFile:
             mix = draw_mix(self.mix_policy, self.crop_policy.size, self.seed, epoch, batch, n)
         else:
             mix = None
-        return Batch(epoch, batch, indices, logits, boxes, flips, mix)
+        return Batch(epoch, batch, indices, None, boxes, flips, mix)
 
     def __getitem__(self, key: tuple[int, int]) -> Batch:
         if not (isinstance(key, tuple) and len(key) == 2):

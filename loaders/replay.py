@@ -240,12 +240,13 @@ class ReplayLoader:
             raise LabelStoreError(f"all {self.epochs} epochs have been iterated; call set_epoch(e) to run one again")
         epoch = self.epoch
         for size, seg in self._segments(self._mine(epoch)):
-            # crop records (and labels) for a segment, then its pixels in one backend call (prefetched)
+            # crop records for a segment, then its pixels in one backend call (prefetched); the
+            # labels are read and decoded per step, while the backend decodes the next pixels
             seg = [(item, part, self._source(epoch, item)) for item, part in seg]
             pixels = self.backend.iter_batches([src[0] for _, _, src in seg], size)
             try:  # the generator goes first in zip, so it runs to its end (and a backend releases its pass)
-                for px, (item, part, (crop, mix, logits)) in zip(pixels, seg):
-                    yield self._step(epoch, item, part, crop, mix, logits, px)
+                for px, (item, part, (crop, mix)) in zip(pixels, seg):
+                    yield self._step(epoch, item, part, crop, mix, px)
             finally:  # also when the caller stops early
                 getattr(pixels, "close", lambda: None)()
         self.epoch = epoch + 1
@@ -263,19 +264,20 @@ class ReplayLoader:
         if seg:
             yield size, seg
 
-    def _source(self, epoch: int, item: PlannedBatch) -> tuple[CropBatch, Mix | None, np.ndarray | None]:
+    def _source(self, epoch: int, item: PlannedBatch) -> tuple[CropBatch, Mix | None]:
+        """Crop records and mix of a planned batch (stored ones without decoding their labels)."""
         if item.stored is not None:
-            batch = self.labels.read_batch(*item.stored)
-            return CropBatch(batch.indices, batch.boxes, batch.flips), batch.mix, batch.logits
+            batch = self.labels.read_crops(*item.stored)
+            return CropBatch(batch.indices, batch.boxes, batch.flips), batch.mix
         b, bs = item.batch, self.batch_size
         if self._hard_order[0] != epoch:  # one O(N log N) draw per epoch, not per batch
             self._hard_order = (epoch, draw_order(self.hard_seed, epoch, self.num_images))
         idx = self._hard_order[1][b * bs : (b + 1) * bs]
         boxes, flips = draw_crops(self.hard_crop, self.hard_seed, epoch, idx, np.asarray(self.backend.image_sizes)[idx])
         mix = draw_mix(self.hard_mix, self.hard_crop.size, self.hard_seed, epoch, b, len(idx))
-        return CropBatch(idx, boxes, flips), mix, None
+        return CropBatch(idx, boxes, flips), mix
 
-    def _step(self, epoch, item: PlannedBatch, part, crop: CropBatch, mix, logits, pixels) -> Step:
+    def _step(self, epoch, item: PlannedBatch, part, crop: CropBatch, mix, pixels) -> Step:
         dev = self.device
         images = to_model_input(pixels, mix, **self.input_kw)
         labels = hard = None
@@ -286,7 +288,7 @@ class ReplayLoader:
         step = Step(images, hard, kind, epoch, item.batch, sp.weight, self.temperature, np.asarray(crop.indices),
                     labels=labels, hard_targets=hard, stored=item.stored, mix=mix)
         if kind != HARD:
-            step.logits = torch.as_tensor(logits, device=dev)
+            step.logits = torch.as_tensor(self.labels.read_logits(*item.stored), device=dev)
             probs = torch.softmax(step.logits / self.temperature, dim=-1)
             step.targets = probs
             if sp.drift_beta is not None:
