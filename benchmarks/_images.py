@@ -11,21 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "retina", "immunohistochemistry", "hubble_deep_field")
-
-
 def photos() -> list[np.ndarray]:
     """The shipped colour photos as uint8 (H, W, 3)."""
-    import skimage.data
+    from distill.data import skimage_photos
 
-    out = []
-    for name in PHOTOS:
-        try:
-            img = np.asarray(getattr(skimage.data, name)())
-        except Exception:  # a photo that would need a download: skip it
-            continue
-        if img.ndim == 3 and img.shape[2] >= 3:
-            out.append(np.ascontiguousarray(img[:, :, :3], dtype=np.uint8))
+    out = skimage_photos()
     if not out:
         raise RuntimeError("no scikit-image colour photos found; install scikit-image (the dev extra)")
     return out

