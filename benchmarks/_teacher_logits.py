@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.data import SKIMAGE_PHOTOS as PHOTOS  # noqa: E402
+from distill.data import SKIMAGE_PHOTOS as PHOTOS
+
 CACHE_DIR = Path("results") / "teacher_logits"
 
 
