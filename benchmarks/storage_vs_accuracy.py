@@ -52,7 +52,9 @@ def parse_args(argv=None):
                    help="also compare a CV-DD committee with a single teacher (real images)")
     p.add_argument("--test-subset", type=int, default=None, help="test on a class-balanced subset")
     p.add_argument("--teacher-subset", type=int, default=20000)
-    p.add_argument("--teacher-epochs", type=int, default=2)
+    p.add_argument("--teacher-epochs", type=int, default=1)
+    p.add_argument("--teacher-crop-scale", type=float, nargs=2, default=[0.08, 1.0],
+                   help="teachers also train on RandomResizedCrops of this area range")
     p.add_argument("--recover-iterations", type=int, default=100)
     p.add_argument("--model", default="convnet-w32", help="teacher and student architecture")
     p.add_argument("--mix", default="cutmix", choices=["cutmix", "none", "mixup"], help="relabel mixing")
@@ -72,7 +74,8 @@ def teachers(a, root: Path) -> list[Path]:
     for i in range(2 if (a.committee or "cvdd" in a.sources) else 1):
         ckpt = root / f"teacher{i}" / f"{a.model}.pt"
         if not ckpt.exists():
-            squeeze(SqueezeConfig(out_dir=str(ckpt.parent), models=[a.model], epochs=a.teacher_epochs, batch_size=128,
+            squeeze(SqueezeConfig(out_dir=str(ckpt.parent), models=[a.model], epochs=a.teacher_epochs, batch_size=64,
+                                  crop_scale=tuple(a.teacher_crop_scale),
                                   train_subset=a.teacher_subset, seed=i, threads=a.threads), progress=False)
         acc = torch.load(ckpt, weights_only=True)["test_acc"]
         print(f"teacher {i}: {ckpt} test top-1 {100 * acc:.2f}%", flush=True)

@@ -29,6 +29,8 @@ def _squeeze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     p.add_argument("--no-augment", dest="augment", action="store_false", help="no random shift/flip")
+    p.add_argument("--crop-scale", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                   help="also RandomResizedCrop with this area range (teachers for relabel's crops)")
     p.add_argument("--image-size", type=int, default=None, help="resize image folders to this side")
     p.add_argument("--train-subset", type=int, default=None, help="train on a class-balanced subset")
     p.add_argument("--test-subset", type=int, default=None)
@@ -166,6 +168,8 @@ def _fields(cls, args: argparse.Namespace) -> dict:
 def _run_squeeze(args: argparse.Namespace) -> int:
     from distill.squeeze import SqueezeConfig, squeeze
 
+    if args.crop_scale is not None:
+        args.crop_scale = tuple(args.crop_scale)
     paths = squeeze(SqueezeConfig(**_fields(SqueezeConfig, args)), progress=not args.quiet)
     import torch
 

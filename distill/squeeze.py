@@ -25,7 +25,7 @@ from distill.evaluate import accuracy
 from distill.models import build_model, canonical_name, save_checkpoint
 from labelstore.errors import LabelStoreError
 
-__all__ = ["SqueezeConfig", "squeeze", "train_model", "augment_batch"]
+__all__ = ["SqueezeConfig", "squeeze", "train_model", "augment_batch", "random_resized_crop"]
 
 
 @dataclass
@@ -43,6 +43,9 @@ class SqueezeConfig:
     warmup_frac: float = 0.05  # linear warm-up, then cosine decay to zero, per step
     label_smoothing: float = 0.0
     augment: bool = True  # random shift (pad 2) + horizontal flip
+    # also RandomResizedCrop with this area range (teachers that will label such crops: relabel's
+    # default 0.08-1 crops of 28 px images are far from anything shift+flip shows a teacher)
+    crop_scale: tuple[float, float] | None = None
     image_size: int | None = None  # resize an image folder to this; None keeps the data's size
     train_subset: int | None = None  # class-balanced subset of the training set (quick runs)
     test_subset: int | None = None
@@ -63,6 +66,23 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator, pad: int = 2, flip: boo
         mask = torch.rand(n, generator=gen) < 0.5
         out[mask] = out[mask].flip(-1)
     return out
+
+
+def random_resized_crop(x: torch.Tensor, gen: torch.Generator, scale: tuple[float, float],
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
+    """A RandomResizedCrop (+ flip) per image, batched as one affine grid_sample (bilinear)."""
+    n = x.shape[0]
+    area = scale[0] + (scale[1] - scale[0]) * torch.rand(n, generator=gen)
+    logr = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * torch.rand(n, generator=gen)
+    w = torch.sqrt(area * torch.exp(logr)).clamp(max=1.0)  # crop width / image width
+    h = torch.sqrt(area / torch.exp(logr)).clamp(max=1.0)
+    cx = (1 - w) * (2 * torch.rand(n, generator=gen) - 1)  # centre in [-1, 1] coordinates
+    cy = (1 - h) * (2 * torch.rand(n, generator=gen) - 1)
+    flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = w * flip, cx, h, cy
+    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def _lr_at(step: int, total: int, base: float, warmup_frac: float) -> float:
@@ -101,6 +121,8 @@ def train_model(model: torch.nn.Module, train: ImageDataset, test: ImageDataset,
             x = to_tensor(train.images[idx], mean, std)
             if cfg.augment:
                 x = augment_batch(x, gen)
+            if cfg.crop_scale is not None:
+                x = random_resized_crop(x, gen, tuple(cfg.crop_scale))
             x, y = x.to(dev), torch.from_numpy(train.labels[idx]).to(dev)
             for group in opt.param_groups:
                 group["lr"] = _lr_at(step, total, cfg.lr, cfg.warmup_frac)

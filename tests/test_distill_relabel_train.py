@@ -235,3 +235,15 @@ def test_demo_without_the_data_set_names_the_apt_line(tmp_path, monkeypatch):
     with pytest.raises(LabelStoreError, match="apt-get install dataset-fashion-mnist"):
         demo(DemoConfig(out_dir=str(tmp_path / "demo")), progress=False)
     assert not (tmp_path / "demo").exists()
+
+
+def test_squeeze_random_resized_crop_is_a_crop():
+    from distill.squeeze import random_resized_crop
+
+    x = torch.arange(2 * 28 * 28, dtype=torch.float32).view(2, 1, 28, 28)
+    gen = torch.Generator().manual_seed(0)
+    full = random_resized_crop(x, gen, (1.0, 1.0), ratio=(1.0, 1.0))  # the whole image, maybe flipped
+    for i in range(2):
+        assert torch.allclose(full[i], x[i], atol=1e-3) or torch.allclose(full[i], x[i].flip(-1), atol=1e-3)
+    small = random_resized_crop(x, gen, (0.1, 0.1))
+    assert small.shape == x.shape and float(small.std()) < float(x.std())  # a zoomed-in part varies less
