@@ -12,9 +12,9 @@ from .losses import kd_loss, smooth_one_hot, soft_cross_entropy
 from .mixing import apply_mix, mix_targets, to_model_input
 from .record import record_labels
 from .replay import IMAGENET_MEAN, IMAGENET_STD, PlannedBatch, ReplayLoader, Step
+from .pools import POOL_POLICIES, LabelPool
 from .schedules import (
-    AllHard, AllSoft, Alternate, Blend, DriftGated, HALDSplit, LabelPool, Phases, Ratio, Schedule, StepPlan,
-    parse_schedule,
+    AllHard, AllSoft, Alternate, Blend, DriftGated, HALDSplit, Phases, Ratio, Schedule, StepPlan, parse_schedule,
 )
 from .torch_backend import TorchBackend
 
@@ -23,7 +23,7 @@ __all__ = [
     "ArraySource", "DatasetSource", "FolderSource", "ImageSource", "ListSource", "as_image_source",
     "kd_loss", "smooth_one_hot", "soft_cross_entropy", "apply_mix", "mix_targets", "to_model_input",
     "record_labels", "IMAGENET_MEAN", "IMAGENET_STD", "PlannedBatch", "ReplayLoader", "Step",
-    "AllHard", "AllSoft", "Alternate", "Blend", "DriftGated", "HALDSplit", "LabelPool", "Phases", "Ratio",
+    "AllHard", "AllSoft", "Alternate", "Blend", "DriftGated", "HALDSplit", "LabelPool", "POOL_POLICIES", "Phases", "Ratio",
     "Schedule", "StepPlan", "parse_schedule", "TorchBackend",
 ]
 

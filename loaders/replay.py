@@ -20,7 +20,8 @@ from .backend import CropBatch, PixelBackend
 from .distributed import resolve_rank, shard_batches
 from .losses import kd_loss, smooth_one_hot, soft_cross_entropy
 from .mixing import mix_targets, to_model_input
-from .schedules import BLEND, HARD, LabelPool, Schedule, StepPlan, parse_schedule, resolve_pool
+from .pools import LabelPool, resolve_pool
+from .schedules import BLEND, HARD, Schedule, StepPlan, parse_schedule
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -1,4 +1,4 @@
-"""Schedules (which steps use stored soft labels, which use hard labels) and label pools.
+"""Schedules: which steps use stored soft labels, which use hard labels.
 
 A schedule answers, per training epoch and batch, a :class:`StepPlan`: the step kind
 (``soft``: a stored batch and its teacher labels; ``hard``: fresh random crops and class
@@ -15,17 +15,14 @@ and whether drift gating is on. Each schedule has a string form; ``parse_schedul
 ``<any>|drift`` / ``<any>|drift:beta=0.5``   drift gating on soft steps (see :class:`DriftGated`)
 =====================================  =========================================================
 
-A label pool says how stored batches are reused when fewer epochs are stored than trained:
-``cycle`` (label epoch k uses stored epoch k mod S), ``replacement`` (LPLD: each epoch draws
-its batches from all stored batches with replacement) or ``without_replacement`` (HALD: a
-shuffled bag of all stored batches, refilled when empty). Draws are seeded and reproducible.
+How stored batches are reused when fewer epochs are stored than trained is a label pool's
+job (:mod:`loaders.pools`).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-import numpy as np
 
 from labelstore import LabelStoreError
 
@@ -36,8 +33,6 @@ def _fmt(x: float) -> str:
     """Shortest exact text for a float (``repr``), without a trailing ``.0``: 1.0 -> '1'."""
     s = repr(float(x))
     return s[:-2] if s.endswith(".0") else s
-_POOL_STREAM = 0x504F4F4C  # "POOL": keeps pool draws apart from any other use of the seed
-
 
 @dataclass(frozen=True)
 class StepPlan:
@@ -365,43 +360,3 @@ def parse_schedule(text: str | Schedule) -> Schedule:
             raise LabelStoreError(f"'drift' takes only beta=<weight>, got {mod!r}")
         sched = DriftGated(sched, _num(kv.get("beta", "1"), text))
     return sched
-
-
-# -- label pools -------------------------------------------------------------------------
-POOL_POLICIES = ("cycle", "replacement", "without_replacement")
-
-
-@dataclass(frozen=True)
-class LabelPool:
-    """How label epoch k (the k-th training epoch that replays labels) picks its stored batches."""
-
-    policy: str
-
-    def __post_init__(self):
-        if self.policy not in POOL_POLICIES:
-            raise LabelStoreError(f"unknown pool policy {self.policy!r}; use one of {', '.join(POOL_POLICIES)}")
-
-    def assign(self, k: int, num_batches: int, stored_epochs: int, seed: int) -> np.ndarray:
-        """``(num_batches, 2)`` int64 rows of (stored epoch, stored batch) for label epoch ``k``."""
-        nb, S = int(num_batches), int(stored_epochs)
-        if self.policy == "cycle":
-            return np.stack([np.full(nb, k % S), np.arange(nb)], 1).astype(np.int64)
-        P = S * nb
-        if self.policy == "replacement":
-            flat = np.random.default_rng([seed, _POOL_STREAM, 0, k]).integers(0, P, size=nb)
-        else:  # the bag: concatenated shuffles of all P stored batches; epoch k takes [k nb, (k+1) nb)
-            pos = np.arange(k * nb, (k + 1) * nb, dtype=np.int64)
-            flat = np.empty(nb, np.int64)
-            for r in np.unique(pos // P):
-                sel = pos // P == r
-                flat[sel] = np.random.default_rng([seed, _POOL_STREAM, 1, int(r)]).permutation(P)[pos[sel] % P]
-        return np.stack([flat // nb, flat % nb], 1).astype(np.int64)
-
-    def __str__(self) -> str:
-        return self.policy
-
-
-def resolve_pool(pool: LabelPool | str | None) -> LabelPool | None:
-    if pool is None or isinstance(pool, LabelPool):
-        return pool
-    return LabelPool(str(pool).replace("-", "_"))

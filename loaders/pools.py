@@ -1,0 +1,52 @@
+"""Label pools: which stored batches a training epoch replays when fewer epochs are stored than trained.
+
+``cycle`` (label epoch k uses stored epoch k mod S), ``replacement`` (LPLD: each epoch draws
+its batches from all stored batches with replacement) or ``without_replacement`` (HALD: a
+shuffled bag of all stored batches, refilled when empty). Draws are seeded and reproducible.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from labelstore import LabelStoreError
+
+_POOL_STREAM = 0x504F4F4C  # "POOL": keeps pool draws apart from any other use of the seed
+POOL_POLICIES = ("cycle", "replacement", "without_replacement")
+
+
+@dataclass(frozen=True)
+class LabelPool:
+    """How label epoch k (the k-th training epoch that replays labels) picks its stored batches."""
+
+    policy: str
+
+    def __post_init__(self):
+        if self.policy not in POOL_POLICIES:
+            raise LabelStoreError(f"unknown pool policy {self.policy!r}; use one of {', '.join(POOL_POLICIES)}")
+
+    def assign(self, k: int, num_batches: int, stored_epochs: int, seed: int) -> np.ndarray:
+        """``(num_batches, 2)`` int64 rows of (stored epoch, stored batch) for label epoch ``k``."""
+        nb, S = int(num_batches), int(stored_epochs)
+        if self.policy == "cycle":
+            return np.stack([np.full(nb, k % S), np.arange(nb)], 1).astype(np.int64)
+        P = S * nb
+        if self.policy == "replacement":
+            flat = np.random.default_rng([seed, _POOL_STREAM, 0, k]).integers(0, P, size=nb)
+        else:  # the bag: concatenated shuffles of all P stored batches; epoch k takes [k nb, (k+1) nb)
+            pos = np.arange(k * nb, (k + 1) * nb, dtype=np.int64)
+            flat = np.empty(nb, np.int64)
+            for r in np.unique(pos // P):
+                sel = pos // P == r
+                flat[sel] = np.random.default_rng([seed, _POOL_STREAM, 1, int(r)]).permutation(P)[pos[sel] % P]
+        return np.stack([flat // nb, flat % nb], 1).astype(np.int64)
+
+    def __str__(self) -> str:
+        return self.policy
+
+
+def resolve_pool(pool: LabelPool | str | None) -> LabelPool | None:
+    if pool is None or isinstance(pool, LabelPool):
+        return pool
+    return LabelPool(str(pool).replace("-", "_"))
