@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-
 from labelstore import LabelStoreError
 
 SOFT, HARD, BLEND = "soft", "hard", "blend"
