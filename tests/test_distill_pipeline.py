@@ -101,7 +101,8 @@ def test_cvdd_needs_priors(tmp_path):
         recover(cfg, progress=False)
 
 
-def test_stub_stages_fail_clearly(capsys):
-    for stage in ("relabel", "train", "demo"):
-        assert main([stage]) == 2
-        assert "not built yet" in capsys.readouterr().err
+def test_later_stages_fail_clearly_on_missing_inputs(capsys, tmp_path):
+    for stage in ("relabel", "train"):
+        assert main([stage, "--images", str(tmp_path / "missing.npz"), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"distill {stage}: error:") and "does not exist" in err
