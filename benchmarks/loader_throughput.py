@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from benchmarks import _images
-from labelstore import CropPolicy, LabelFile, LabelWriter, MixPolicy, draw_crops, draw_mix, draw_order
+from labelstore import CropPolicy, LabelFile, LabelWriter, MixPolicy
 
 OUT = Path("results") / "loader_throughput"
 

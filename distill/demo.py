@@ -18,7 +18,6 @@ from typing import Any
 import torch
 
 from distill.config import config_dict, read_config
-from labelstore.errors import LabelStoreError
 
 __all__ = ["DemoConfig", "demo", "schedule_slug"]
 

@@ -22,7 +22,7 @@ import numpy as np
 from . import _chunk
 from ._build import meta_crc32
 from ._format import (
-    CHUNK_DTYPE, DERIVED, EPOCH_DTYPE, EXPLICIT, FORMAT_NAME, SUPPORTED_VERSIONS, USERBLOCK_DTYPE, USERBLOCK_MAGIC, USERBLOCK_SIZE,
+    CHUNK_DTYPE, DERIVED, EPOCH_DTYPE, EXPLICIT, FORMAT_NAME, SUPPORTED_VERSIONS, USERBLOCK_DTYPE, USERBLOCK_MAGIC,
 )
 from .codecs import LabelCodec, get_codec
 from .crops import CropPolicy, Mix, MixPolicy, draw_crops, draw_mix, draw_order

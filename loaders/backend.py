@@ -15,6 +15,8 @@ from typing import Iterator, Protocol, Sequence
 import numpy as np
 import torch
 
+from labelstore import LabelStoreError
+
 
 @dataclass
 class CropBatch:
@@ -44,3 +46,29 @@ class PixelBackend(Protocol):
         whole list is given up front (one epoch, or one segment of an epoch).
         """
         ...
+
+
+def check_crop_batch(cb: CropBatch, image_sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate a CropBatch against the images' sizes; returns int64 ids, int64 boxes, bool flips.
+
+    Every backend calls this before touching pixels, so a crop that does not fit its image
+    (labels made for other images, or another resolution) fails with the same clear message.
+    """
+    idx = np.asarray(cb.indices, np.int64).reshape(-1)
+    boxes = np.asarray(cb.boxes, np.int64).reshape(-1, 4)
+    flips = np.asarray(cb.flips, bool).reshape(-1)
+    n = len(image_sizes)
+    if not (len(idx) == len(boxes) == len(flips)):
+        raise LabelStoreError(f"a CropBatch has {len(idx)} ids, {len(boxes)} boxes and {len(flips)} flips; they must agree")
+    if len(idx) and ((idx < 0).any() or (idx >= n).any()):
+        raise LabelStoreError(f"a crop record names image {int(idx.max())}, but the image set has {n} images")
+    sizes = np.asarray(image_sizes)[idx]
+    bad = (boxes[:, :2] < 0).any(1) | (boxes[:, 2:] < 1).any(1)
+    bad |= (boxes[:, 0] + boxes[:, 2] > sizes[:, 0]) | (boxes[:, 1] + boxes[:, 3] > sizes[:, 1])
+    if bad.any():
+        j = int(np.argmax(bad))
+        raise LabelStoreError(
+            f"crop {tuple(int(v) for v in boxes[j])} of image {idx[j]} lies outside its "
+            f"{tuple(int(v) for v in sizes[j])} pixels; the labels were made for images of another size"
+        )
+    return idx, boxes, flips

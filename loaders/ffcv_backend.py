@@ -21,7 +21,7 @@ import torch
 
 from labelstore import LabelStoreError
 
-from .backend import CropBatch
+from .backend import CropBatch, check_crop_batch
 from .beton import BetonInfo, open_beton
 
 
@@ -206,23 +206,7 @@ class FFCVBackend:
 
     # -- checks -----------------------------------------------------------------------------
     def _check(self, cb: CropBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        idx = np.asarray(cb.indices, np.int64).reshape(-1)
-        boxes = np.asarray(cb.boxes, np.int64).reshape(-1, 4)
-        flips = np.asarray(cb.flips, bool).reshape(-1)
-        if not (len(idx) == len(boxes) == len(flips)):
-            raise LabelStoreError(f"a CropBatch has {len(idx)} ids, {len(boxes)} boxes and {len(flips)} flips; they must agree")
-        if len(idx) and ((idx < 0).any() or (idx >= self.num_images).any()):
-            raise LabelStoreError(f"a crop record names image {int(idx.max())}, but {self.path.name} has {self.num_images} images")
-        sizes = self.image_sizes[idx]
-        bad = (boxes[:, :2] < 0).any(1) | (boxes[:, 2:] < 1).any(1) | (boxes[:, 0] + boxes[:, 2] > sizes[:, 0]) | (
-            boxes[:, 1] + boxes[:, 3] > sizes[:, 1]
-        )
-        if bad.any():
-            j = int(np.argmax(bad))
-            raise LabelStoreError(
-                f"crop {tuple(int(v) for v in boxes[j])} of image {idx[j]} lies outside its {tuple(int(v) for v in sizes[j])} "
-                "pixels; the labels were made for images of another size"
-            )
+        idx, boxes, flips = check_crop_batch(cb, self.image_sizes)
         return idx, boxes.astype(np.int32), flips
 
     # -- the PixelBackend contract ------------------------------------------------------------

@@ -14,9 +14,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from labelstore import LabelStoreError
 
-from .backend import CropBatch
+from .backend import CropBatch, check_crop_batch
 from .images import ImageSource, as_image_source
 
 
@@ -116,21 +115,7 @@ class TorchBackend:
         yield from self._loader
 
     def _keys_of(self, cb: CropBatch, H: int, W: int) -> list[tuple]:
-        idx = np.asarray(cb.indices, np.int64)
-        boxes = np.asarray(cb.boxes, np.int64).reshape(-1, 4)
-        flips = np.asarray(cb.flips, bool).reshape(-1)
-        if len(idx) and ((idx < 0).any() or (idx >= self.num_images).any()):
-            raise LabelStoreError(f"a crop record names image {int(idx.max())}, but the image set has {self.num_images} images")
-        sizes = self.image_sizes[idx]
-        bad = (boxes[:, :2] < 0).any(1) | (boxes[:, 2:] < 1).any(1) | (boxes[:, 0] + boxes[:, 2] > sizes[:, 0]) | (
-            boxes[:, 1] + boxes[:, 3] > sizes[:, 1]
-        )
-        if bad.any():
-            j = int(np.argmax(bad))
-            raise LabelStoreError(
-                f"crop {tuple(boxes[j])} of image {idx[j]} lies outside its {tuple(sizes[j])} pixels; "
-                "the labels were made for images of another size"
-            )
+        idx, boxes, flips = check_crop_batch(cb, self.image_sizes)
         return [(int(i), *map(int, b), bool(f), H, W) for i, b, f in zip(idx, boxes, flips)]
 
     def close(self) -> None:

@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 
-from conftest import write_label_set
 
 
 def run(*args):

@@ -6,7 +6,6 @@ import os
 import pickle
 import signal
 
-import h5py
 import numpy as np
 import pytest
 

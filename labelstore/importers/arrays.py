@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import LabelStoreError
 from ..writer import logits_from_probs
-from ._common import ImportedBatch, SourceInfo, SourceReader, coords_to_boxes, inside, to_numpy, torch_load
+from ._common import ImportedBatch, SourceInfo, SourceReader, coords_to_boxes, to_numpy, torch_load
 from .sre2l import _image_sizes
 
 SUFFIXES = (".npz", ".npy", ".h5", ".hdf5", ".pt", ".pth")

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import LabelStoreError
 from ..writer import logits_from_probs
 from . import orders as _orders
-from ._common import ImportedBatch, SourceInfo, to_numpy, torch_load
+from ._common import ImportedBatch, SourceInfo, torch_load
 from .sre2l import SRe2LReader, _image_sizes
 
 EPOCH_FILE = re.compile(r"^epoch_(\d+)\.tar$")
