@@ -206,11 +206,19 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_main() -> bool:
+    from distill.distributed import is_main_process
+
+    return is_main_process()
+
+
 def _run_relabel(args: argparse.Namespace) -> int:
     from distill.relabel import RelabelConfig, relabel
 
     args.crop_scale = tuple(args.crop_scale)
     res = relabel(RelabelConfig(**_fields(RelabelConfig, args)), progress=not args.quiet)
+    if not _is_main():  # under torchrun, rank 0 reports
+        return 0
     print(f"labels: {res['labels']} ({res['bytes']:,} B, {res['stored_epochs']} epochs, {res['codec']}); "
           f"drift histogram: {res['drift_png']}")
     return 0
@@ -222,6 +230,8 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.test_data and args.test_data.lower() == "none":
         args.test_data = None
     res = train(TrainConfig(**_fields(TrainConfig, args)), progress=not args.quiet)
+    if not _is_main():  # under torchrun, rank 0 reports
+        return 0
     if res["checkpoint"] is None:
         print(f"stopped after epoch {res['epochs_done']}: {res['last']} (run again with --resume)")
         return 0

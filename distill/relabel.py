@@ -222,11 +222,26 @@ def _existing(out: Path, fingerprint: str, cfg_key: dict) -> bool:
 
 
 def relabel(cfg: RelabelConfig, progress: bool = True) -> dict[str, Any]:
-    """Relabel `cfg.images` with `cfg.teachers` into `cfg.out`; returns a summary record."""
-    from labelstore.drift import drift_report
+    """Relabel `cfg.images` with `cfg.teachers` into `cfg.out`; returns a summary record.
+
+    Under `torchrun` (WORLD_SIZE > 1) every rank labels the batches it owns (batch % world ==
+    rank) of every stored epoch into its own shard journal, and rank 0 merges the shards into
+    `cfg.out`; the file equals a one-process run's with the same seed.
+    """
+    from distill.distributed import distributed
+
+    with distributed(cfg.device) as ctx:
+        return _relabel(cfg, progress, ctx)
+
+
+def _relabel(cfg: RelabelConfig, progress: bool, ctx) -> dict[str, Any]:
+    from distill.distributed import barrier, broadcast_object, run_collectively
+    from labelstore import merge_shards
     from labelstore.pack import parse_size
     from loaders import record_labels
 
+    main = ctx.is_main
+    progress = progress and main  # one progress display, rank 0's
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -236,10 +251,10 @@ def relabel(cfg: RelabelConfig, progress: bool = True) -> dict[str, Any]:
         raise LabelStoreError(f"image file {cfg.images} does not exist; make it with `distill recover`")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise LabelStoreError("--epochs and --batch-size must be positive")
-    committee, teacher_desc = load_committee(cfg.teachers, ds, cfg.bn, cfg.priors, cfg.temperature, cfg.device)
+    committee, teacher_desc = load_committee(cfg.teachers, ds, cfg.bn, cfg.priors, cfg.temperature, ctx.device)
     backend = make_backend(cfg.backend, ds, cfg.images)
     gray = ds.in_channels == 1 and all(int(m["in_channels"]) == 1 for m in committee.metas)
-    input_kw = dict(mean=committee.mean, std=committee.std, device=cfg.device, gray=gray)
+    input_kw = dict(mean=committee.mean, std=committee.std, device=ctx.device, gray=gray)
     side = int(cfg.crop_size or ds.image_size)
     crop = CropPolicy(size=(side, side), scale=tuple(cfg.crop_scale))
     mix = MixPolicy(cfg.mix)
@@ -251,45 +266,85 @@ def relabel(cfg: RelabelConfig, progress: bool = True) -> dict[str, Any]:
            "seed": cfg.seed, "mean": committee.mean[:1] if gray else committee.mean,
            "std": committee.std[:1] if gray else committee.std, "gray": gray}
     key = json.loads(json.dumps(key))
+    # every rank reads the same files here, before anyone writes: they all take the same branch
     if out.exists() and not cfg.force and _existing(out, fingerprint, key):
         if progress:
             print(f"relabel: {out} is already complete for these settings; reusing it (--force relabels)")
-        return _summary(out, ds, cfg, None, None, t0, reused=True, progress=progress)
+        return _summary(out, ds, cfg, None, None, t0, reused=True, progress=progress, main=main)
     if out.exists() and not cfg.force:
         raise LabelStoreError(f"{out} exists with other settings; pass --force to overwrite it or choose another --out")
-    journal = out.with_name(out.name + ".partial")
-    if cfg.force and journal.exists():
+    shard = (ctx.rank, ctx.world_size) if ctx.active else None
+    journal = out.with_name(out.name + (".shards" if shard else ".partial"))
+    if cfg.force and journal.exists() and main:
         shutil.rmtree(journal)
+    if cfg.force and shard and main and out.exists():
+        out.unlink()  # no rank may see the old file once the shards are being written
+    barrier(ctx)
 
     attrs = {"relabel": key}
     codec, stored, plan = cfg.codec, cfg.epochs, None
     if cfg.budget:
         budget = parse_size(cfg.budget)
-        sample = _sample_logits(committee, backend, ds, crop, mix, cfg.seed, cfg.batch_size, input_kw,
-                                min(cfg.epochs, 20))
-        plan, chosen = plan_budget(budget, sample=sample, num_images=len(ds), num_classes=ds.num_classes,
-                                   max_epochs=cfg.epochs, batch_size=cfg.batch_size, mix_kind=cfg.mix,
-                                   fingerprint=fingerprint, attrs=attrs, teacher=teacher_desc)
-        codec, stored = chosen.codec, chosen.stored_epochs  # the fitted codec object (lowrank is fitted on the sample)
+
+        def _plan():  # rank 0 plans; the codec it fits (lowrank: on its sample) is broadcast, so shards agree
+            sample = _sample_logits(committee, backend, ds, crop, mix, cfg.seed, cfg.batch_size, input_kw,
+                                    min(cfg.epochs, 20))
+            return plan_budget(budget, sample=sample, num_images=len(ds), num_classes=ds.num_classes,
+                               max_epochs=cfg.epochs, batch_size=cfg.batch_size, mix_kind=cfg.mix,
+                               fingerprint=fingerprint, attrs=attrs, teacher=teacher_desc)
+
+        if ctx.active:
+            planned = run_collectively(ctx, lambda: _plan() if main else None, only_main=True)
+            plan, chosen = planned[0] if main else (None, None)
+            codec, stored = broadcast_object(ctx, (chosen.codec, chosen.stored_epochs) if main else None)
+        else:
+            plan, chosen = _plan()
+            codec, stored = chosen.codec, chosen.stored_epochs  # the fitted codec object (lowrank is fitted on the sample)
         if progress:
             print(plan.table())
-        print(f"relabel: budget {budget:,} B -> {chosen.codec_spec}, {stored} of {cfg.epochs} epochs stored, "
-              f"predicted {chosen.predicted_bytes:,} B (rule: highest fidelity that fits; ties -> more epochs)")
+        if main:
+            print(f"relabel: budget {budget:,} B -> {chosen.codec_spec}, {stored} of {cfg.epochs} epochs stored, "
+                  f"predicted {chosen.predicted_bytes:,} B (rule: highest fidelity that fits; ties -> more epochs)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    writer = LabelWriter(out, num_classes=ds.num_classes, num_images=len(ds), codec=codec, seed=cfg.seed,
-                         image_fingerprint=fingerprint, image_sizes=backend.image_sizes, crop_policy=crop,
-                         mix_policy=mix, teacher=teacher_desc, attrs=attrs, overwrite=cfg.force)
-    with writer:
-        rec = record_labels(writer, backend, committee, epochs=stored, batch_size=cfg.batch_size,
-                            progress=progress, **input_kw)
-    if cfg.budget and out.stat().st_size > parse_size(cfg.budget):
-        size = out.stat().st_size
-        out.unlink()
-        raise LabelStoreError(f"the label file came out at {size:,} B, over the budget {cfg.budget}; "
-                              "nothing was kept: raise --budget slightly")
-    write_config(out, "relabel", cfg, codec=codec if isinstance(codec, str) else codec.get_config(), stored_epochs=stored, teacher=teacher_desc,
-                 records_per_s=rec["records_per_s"])
-    return _summary(out, ds, cfg, codec, stored, t0, reused=False, progress=progress, record=rec, plan=plan)
+
+    def _write() -> dict:
+        writer = LabelWriter(out, num_classes=ds.num_classes, num_images=len(ds), codec=codec, seed=cfg.seed,
+                             image_fingerprint=fingerprint, image_sizes=backend.image_sizes, crop_policy=crop,
+                             mix_policy=mix, teacher=teacher_desc, attrs=attrs, overwrite=cfg.force, shard=shard)
+        with writer:  # a shard's finalize seals its journal; one process's builds the file
+            return record_labels(writer, backend, committee, epochs=stored, batch_size=cfg.batch_size,
+                                 progress=progress, **input_kw)
+
+    if not ctx.active:
+        rec = _write()
+    else:
+        recs = run_collectively(ctx, _write)
+        records, seconds = sum(r["records"] for r in recs), max(r["seconds"] for r in recs)
+        rec = dict(recs[0], batches_written=sum(r["batches_written"] for r in recs),
+                   batches_skipped=sum(r["batches_skipped"] for r in recs), records=records, seconds=seconds,
+                   records_per_s=round(records / seconds, 1) if records and seconds else 0.0, ranks=ctx.world_size)
+        if progress:
+            print(f"relabel: {ctx.world_size} ranks wrote {rec['batches_written']} batches ({records} crops), "
+                  f"{rec['batches_skipped']} already done, {rec['records_per_s']} crops/s; merging the shards")
+
+    def _finish() -> None:  # one process (rank 0) builds the file, checks the budget, writes the config
+        if shard:
+            merge_shards(out)
+        if cfg.budget and out.stat().st_size > parse_size(cfg.budget):
+            size = out.stat().st_size
+            out.unlink()
+            raise LabelStoreError(f"the label file came out at {size:,} B, over the budget {cfg.budget}; "
+                                  "nothing was kept: raise --budget slightly")
+        write_config(out, "relabel", cfg, codec=codec if isinstance(codec, str) else codec.get_config(),
+                     stored_epochs=stored, teacher=teacher_desc, records_per_s=rec["records_per_s"],
+                     **({"world_size": ctx.world_size} if shard else {}))
+
+    if ctx.active:
+        run_collectively(ctx, _finish, only_main=True)
+    else:
+        _finish()
+    return _summary(out, ds, cfg, codec, stored, t0, reused=False, progress=progress, record=rec, plan=plan,
+                    main=main)
 
 
 def codec_name(config: dict) -> str:
@@ -299,14 +354,19 @@ def codec_name(config: dict) -> str:
 
 
 def _summary(out: Path, ds: ImageDataset, cfg: RelabelConfig, codec, stored, t0: float, reused: bool,
-             progress: bool, record: dict | None = None, plan=None) -> dict[str, Any]:
+             progress: bool, record: dict | None = None, plan=None, main: bool = True) -> dict[str, Any]:
     from labelstore.drift import drift_report
 
     with LabelFile(out) as f:
         codec = f.codec.get_config()
         stored = f.num_epochs
         report = drift_report(f, ds.labels, T=cfg.drift_temperature)
-    png = report.plot(out.with_name(out.stem + ".drift.png"))
+    png = out.with_name(out.stem + ".drift.png")
+    if not main:  # other ranks of a distributed run: the same record, rank 0 prints and plots
+        return {"labels": out, "bytes": out.stat().st_size, "stored_epochs": stored, "codec": codec_name(codec),
+                "mismatch": report.mismatch, "drift_png": png, "reused": reused, "seconds": time.time() - t0,
+                "record": record}
+    png = report.plot(png)
     print(f"relabel: {out}: {stored} stored epochs, codec {codec_name(codec)}, {out.stat().st_size:,} B")
     print("drift of the stored labels (HALD local semantic drift):")
     print("  " + report.summary().replace("\n", "\n  "))

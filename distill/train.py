@@ -94,9 +94,26 @@ def _resume_key(cfg: TrainConfig, fingerprint: str | None, label_bytes: int) -> 
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
-    """Train a student as `cfg` says; returns a summary (test accuracy, seconds, paths)."""
+    """Train a student as `cfg` says; returns a summary (test accuracy, seconds, paths, the model).
+
+    Under `torchrun` (WORLD_SIZE > 1) the student is wrapped in DistributedDataParallel and the
+    ReplayLoader gives each rank its share of every epoch (the same number of steps on every
+    rank); rank 0 tests and writes the checkpoints, metrics and configs.
+    """
+    from distill.distributed import distributed
+
+    with distributed(cfg.device) as ctx:
+        return _train(cfg, progress, ctx)
+
+
+def _train(cfg: TrainConfig, progress: bool, ctx) -> dict[str, Any]:
+    from distill.distributed import barrier
     from distill.relabel import make_backend
     from loaders import ReplayLoader
+
+    main = ctx.is_main
+    progress = progress and main
+    device = ctx.device
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -113,13 +130,15 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     side = int(labels.crop_policy.size[0])
     in_ch = 1 if inp["gray"] else 3
     loader = ReplayLoader(labels, backend, cfg.schedule, epochs=cfg.epochs, temperature=cfg.temperature,
-                          mean=inp["mean"], std=inp["std"], gray=inp["gray"], device=cfg.device, seed=cfg.seed,
+                          mean=inp["mean"], std=inp["std"], gray=inp["gray"], device=device, seed=cfg.seed,
                           pool=cfg.pool, label_smoothing=cfg.label_smoothing, hard_mix=MixPolicy(cfg.hard_mix),
-                          labels_of_images=ds.labels)
-    test = test_set_for(cfg.test_data, ds.num_classes, in_ch, cfg.test_subset, cfg.seed) if cfg.test_data else None
+                          labels_of_images=ds.labels)  # under torch.distributed it shards by rank itself
+    test = None
+    if cfg.test_data and main:  # only rank 0 tests
+        test = test_set_for(cfg.test_data, ds.num_classes, in_ch, cfg.test_subset, cfg.seed)
 
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, ds.num_classes, in_ch, side).to(cfg.device)
+    model = build_model(cfg.model, ds.num_classes, in_ch, side).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -139,22 +158,29 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
         start_epoch, step, rows, elapsed = state["epoch"], state["step"], json.loads(state["rows"]), state["seconds"]
         if progress:
             print(f"train: resuming {last} at epoch {start_epoch} of {cfg.epochs}")
-    write_config(out / "student.pt", "train", cfg, schedule=str(loader.schedule), label_bytes=label_bytes,
-                 stored_epochs=labels.num_epochs, batch_size=loader.batch_size, input=inp)
+    dist_kw = {"world_size": ctx.world_size} if ctx.active else {}
+    if main:
+        write_config(out / "student.pt", "train", cfg, schedule=str(loader.schedule), label_bytes=label_bytes,
+                     stored_epochs=labels.num_epochs, batch_size=loader.batch_size, input=inp, **dist_kw)
+    net = model  # what the steps run: the model itself, or its DDP wrapper (checkpoints hold the model)
+    if ctx.active:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None)
 
     t0 = time.time() - elapsed
     end = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start_epoch + int(cfg.stop_after))
     bar = tqdm(range(start_epoch, end), desc=f"train {loader.schedule}", disable=not progress,
                initial=start_epoch, total=cfg.epochs)
     for epoch in bar:
-        model.train()
+        net.train()
         loader.set_epoch(epoch)
         loss_sum, n, kinds, gated, seen = 0.0, 0, {}, 0, 0
         for st in loader:
             lr = _lr_at(step, total, cfg.lr)
             for g in opt.param_groups:
                 g["lr"] = lr
-            loss = st.loss(model(st.images))
+            loss = st.loss(net(st.images))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -165,19 +191,23 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
             if st.gated is not None:
                 gated += int(st.gated.sum())
                 seen += len(st)
+        if ctx.active:  # metrics over all ranks; BN running statistics made rank 0's everywhere
+            loss_sum, n, gated, seen = _all_reduce([loss_sum, n, gated, seen], device)
+            _sync_buffers(model)
         test_acc = None
         final = epoch == cfg.epochs - 1
         if test is not None and (final or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
-            test_acc = accuracy(model, test, inp["mean"], inp["std"], side, device=cfg.device, progress=False)
+            test_acc = accuracy(model, test, inp["mean"], inp["std"], side, device=device, progress=False)
         rows.append({"epoch": epoch + 1, "kind": "+".join(sorted(kinds)), "steps": step, "loss": loss_sum / max(n, 1),
                      "lr": lr, "drift_gated": gated / seen if seen else "", "test_acc": "" if test_acc is None else test_acc,
                      "seconds": round(time.time() - t0, 2)})
         bar.set_postfix(loss=f"{loss_sum / max(n, 1):.3f}", kind=rows[-1]["kind"],
                         **({"test": f"{test_acc:.3f}"} if test_acc is not None else {}))
-        if final or epoch + 1 == end or (cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0):
+        if main and (final or epoch + 1 == end or (cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0)):
             _write_last(last, model, opt, epoch + 1, step, rows, time.time() - t0, key)
             _write_metrics(out / "metrics.csv", rows)
     bar.close()
+    barrier(ctx)  # every rank returns after rank 0 wrote last.pt and metrics.csv
     seconds = time.time() - t0
     if end < cfg.epochs:
         labels.close()
@@ -185,22 +215,44 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
             print(f"train: stopped after epoch {end} of {cfg.epochs}; {last} holds the state (--resume continues)")
         return {"checkpoint": None, "last": last, "metrics": out / "metrics.csv", "test_acc": None,
                 "seconds": seconds, "schedule": str(loader.schedule), "label_bytes": label_bytes,
-                "stored_epochs": labels.num_epochs, "epochs_done": end}
+                "stored_epochs": labels.num_epochs, "epochs_done": end, "model": model}
     test_acc = next((r["test_acc"] for r in reversed(rows) if r["test_acc"] != ""), None)
     meta = {"model": cfg.model, "num_classes": ds.num_classes, "in_channels": in_ch, "image_size": side,
             "mean": inp["mean"], "std": inp["std"], "test_acc": test_acc, "data": cfg.test_data,
             "schedule": str(loader.schedule), "epochs": cfg.epochs, "label_bytes": label_bytes}
-    ckpt = save_checkpoint(out / "student.pt", model, meta)
-    write_config(ckpt, "train", cfg, schedule=str(loader.schedule), label_bytes=label_bytes,
-                 stored_epochs=labels.num_epochs, batch_size=loader.batch_size, input=inp, test_acc=test_acc,
-                 seconds=round(seconds, 2))
+    ckpt = out / "student.pt"
+    if main:
+        ckpt = save_checkpoint(ckpt, model, meta)
+        write_config(ckpt, "train", cfg, schedule=str(loader.schedule), label_bytes=label_bytes,
+                     stored_epochs=labels.num_epochs, batch_size=loader.batch_size, input=inp, test_acc=test_acc,
+                     seconds=round(seconds, 2), **dist_kw)
+    barrier(ctx)  # student.pt exists when any rank returns
     labels.close()
     if progress and test_acc is not None:
         print(f"train: {loader.schedule}: test top-1 {test_acc:.4f} after {cfg.epochs} epochs "
               f"({seconds:.1f} s) -> {ckpt}")
     return {"checkpoint": ckpt, "metrics": out / "metrics.csv", "test_acc": test_acc, "seconds": seconds,
             "schedule": str(loader.schedule), "label_bytes": label_bytes, "stored_epochs": labels.num_epochs,
-            "last": last, "epochs_done": cfg.epochs}
+            "last": last, "epochs_done": cfg.epochs, "model": model}
+
+
+def _all_reduce(values: list[float], device: str) -> list[float]:
+    """Sums of per-rank numbers over all ranks."""
+    import torch.distributed as dist
+
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def _sync_buffers(model: torch.nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every rank: DDP broadcasts them before
+    each forward, so the last step leaves each rank with its own; checkpoints and a resumed run
+    then start from the same state everywhere."""
+    import torch.distributed as dist
+
+    for b in model.buffers():
+        dist.broadcast(b, src=0)
 
 
 def _write_last(path: Path, model, opt, epoch: int, step: int, rows, seconds: float, key) -> None:
