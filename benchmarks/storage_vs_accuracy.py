@@ -12,6 +12,9 @@ single teacher. Writes CSV + JSON + PNG under results/storage_vs_accuracy/.
 
     python -m benchmarks.storage_vs_accuracy --quick      # ~3 min smoke run
     python -m benchmarks.storage_vs_accuracy --sources real --S 1 2 5 20 --seeds 2 --epochs 150
+    # calibration-like: a cached strong teacher, no mixing in relabel, 300 student epochs, 2 workers
+    python -m benchmarks.storage_vs_accuracy --sources real --teacher results/teachers/convnet.pt \
+        --mix none --S 1 2 5 20 --seeds 2 --epochs 300 --workers 2 --threads 1
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ from distill.squeeze import SqueezeConfig, squeeze
 from distill.train import TrainConfig, train
 from labelstore import LabelFile, LabelWriter, parse_codec_spec
 
-SCHEDULES = {"all-soft": "soft", "HALD": "hald", "all-hard": "hard", "drift-gated": "soft|drift"}
+SCHEDULES = {"all-soft": "soft", "HALD": "hald", "all-hard": "hard", "drift-gated": "soft|drift",
+             "HALD-drift": "hald|drift"}
+DEFAULT_SCHEDULES = ["all-soft", "HALD", "all-hard", "drift-gated"]
 CODECS = ("dense16", "dense_q:bits=8", "dense_q:bits=4", "topk:k=3")
 
 
@@ -45,22 +50,32 @@ def parse_args(argv=None):
     p.add_argument("--codecs", nargs="+", default=list(CODECS))
     p.add_argument("--codec-S", nargs="+", type=int, default=None,
                    help="stored epochs at which the non-fp16 codecs are run (default: all of --S)")
-    p.add_argument("--schedules", nargs="+", default=list(SCHEDULES), choices=list(SCHEDULES))
+    p.add_argument("--schedules", nargs="+", default=DEFAULT_SCHEDULES, choices=list(SCHEDULES),
+                   help="HALD-drift = hald|drift")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=300, help="student epochs")
     p.add_argument("--committee", action=argparse.BooleanOptionalAction, default=True,
                    help="also compare a CV-DD committee with a single teacher (real images)")
     p.add_argument("--test-subset", type=int, default=None, help="test on a class-balanced subset")
-    p.add_argument("--teacher-subset", type=int, default=20000)
+    p.add_argument("--teacher", nargs="+", default=None, metavar="CKPT",
+                   help="existing teacher checkpoint(s) (e.g. from `distill squeeze`) instead of training them here; "
+                        "two or more enable the committee")
+    p.add_argument("--teacher-model", default=None, help="architecture of teachers trained here (default: --model)")
+    p.add_argument("--teacher-subset", type=int, default=20000, help="training images per teacher (0: all 60k)")
     p.add_argument("--teacher-epochs", type=int, default=1)
     p.add_argument("--teacher-crop-scale", type=float, nargs=2, default=[0.08, 1.0],
-                   help="teachers also train on RandomResizedCrops of this area range")
+                   help="teachers also train on RandomResizedCrops of this area range (1 1: shift + flip only)")
     p.add_argument("--recover-iterations", type=int, default=100)
-    p.add_argument("--model", default="convnet-w32", help="teacher and student architecture")
+    p.add_argument("--model", default="convnet-w32", help="student (and default teacher) architecture")
     p.add_argument("--mix", default="cutmix", choices=["cutmix", "none", "mixup"], help="relabel mixing")
     p.add_argument("--out", default="results/storage_vs_accuracy")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="torch threads per process")
+    p.add_argument("--workers", type=int, default=1, help="student runs in parallel (processes)")
     a = p.parse_args(argv)
+    if a.teacher and len(a.teacher) < 2 and (a.committee or "cvdd" in a.sources):
+        if "cvdd" in a.sources:
+            p.error("CV-DD recovery needs two teachers: pass two --teacher checkpoints or drop cvdd from --sources")
+        a.committee = False  # one given teacher: nothing to compare a committee with
     if a.quick:
         a.sources, a.S, a.codecs, a.schedules, a.seeds = ["real"], [1, 5], ["dense16", "dense_q:bits=4"], ["all-soft", "HALD"], 1
         a.epochs, a.test_subset, a.teacher_subset, a.teacher_epochs, a.committee = 60, 2000, 5000, 1, False
@@ -70,16 +85,24 @@ def parse_args(argv=None):
 
 def teachers(a, root: Path) -> list[Path]:
     """Two teachers (different seeds), cached; the second only serves the committee and CV-DD."""
-    paths = []
-    for i in range(2 if (a.committee or "cvdd" in a.sources) else 1):
-        ckpt = root / f"teacher{i}" / f"{a.model}.pt"
-        if not ckpt.exists():
-            squeeze(SqueezeConfig(out_dir=str(ckpt.parent), models=[a.model], epochs=a.teacher_epochs, batch_size=64,
-                                  crop_scale=tuple(a.teacher_crop_scale),
-                                  train_subset=a.teacher_subset, seed=i, threads=a.threads), progress=False)
+    if a.teacher:
+        paths = [Path(t) for t in a.teacher]
+        for t in paths:
+            if not t.exists():
+                sys.exit(f"storage_vs_accuracy: error: teacher checkpoint {t} does not exist; train it with `distill squeeze`")
+    else:
+        paths = []
+        model = a.teacher_model or a.model
+        for i in range(2 if (a.committee or "cvdd" in a.sources) else 1):
+            ckpt = root / f"teacher{i}" / f"{model}.pt"
+            if not ckpt.exists():
+                squeeze(SqueezeConfig(out_dir=str(ckpt.parent), models=[model], epochs=a.teacher_epochs, batch_size=64,
+                                      crop_scale=tuple(a.teacher_crop_scale) if a.teacher_crop_scale[0] < 1 else None,
+                                      train_subset=a.teacher_subset or None, seed=i, threads=a.threads), progress=False)
+            paths.append(ckpt)
+    for i, ckpt in enumerate(paths):
         acc = torch.load(ckpt, weights_only=True)["test_acc"]
         print(f"teacher {i}: {ckpt} test top-1 {100 * acc:.2f}%", flush=True)
-        paths.append(ckpt)
     return paths
 
 
@@ -116,7 +139,9 @@ def transcode(src: Path, dst: Path, S: int, codec: str) -> Path:
 
 
 def run_student(a, images: Path, labels: Path, schedule: str, seed: int, workdir: Path) -> tuple[float, float]:
+    """One student; a top-level function so `--workers` can run it in a separate process."""
     t = time.time()
+    torch.set_num_threads(a.threads)
     res = train(TrainConfig(images=str(images), labels=str(labels), out_dir=str(workdir), model=a.model,
                             schedule=SCHEDULES[schedule], epochs=a.epochs, test_subset=a.test_subset, seed=seed,
                             threads=a.threads, checkpoint_every=0), progress=False)
@@ -163,16 +188,20 @@ def main(argv=None) -> int:
                             continue
                         for seed in range(a.seeds):
                             jobs.append((source, tname, codec, S, sched, seed, images, base, lab["mismatch"]))
-    print(f"{len(jobs)} student runs ({sum(1 for j in jobs if j[:6] in done)} already measured)", flush=True)
-    from tqdm import tqdm
-
-    for source, tname, codec, S, sched, seed, images, base, mismatch in tqdm(jobs, desc="students"):
-        key = (source, tname, codec, S, sched, seed)
-        if key in done:
-            continue
+    todo = [j for j in jobs if j[:6] not in done]
+    print(f"{len(jobs)} student runs ({len(jobs) - len(todo)} already measured)", flush=True)
+    runs = []  # transcode in this process (files are shared by runs), then train
+    for source, tname, codec, S, sched, seed, images, base, mismatch in todo:
         slug = codec.replace(":", "_").replace("=", "")
         labels = base if (S == Smax and codec == "dense16") else transcode(base, base.with_name(f"S{S}-{slug}.h5"), S, codec)
-        acc, secs = run_student(a, images, labels, sched, seed, root / "work")
+        runs.append(((source, tname, codec, S, sched, seed), images, labels, mismatch))
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing as mp
+
+    from tqdm import tqdm
+
+    def record(key, labels, mismatch, acc, secs):
+        source, tname, codec, S, sched, seed = key
         row = {"source": source, "teacher": tname, "codec": codec, "S": S, "schedule": sched, "seed": seed,
                "label_bytes": 0 if sched == "all-hard" else labels.stat().st_size, "test_acc": round(acc, 5),
                "seconds": round(secs, 1), "mismatch": round(mismatch, 4)}
@@ -181,6 +210,19 @@ def main(argv=None) -> int:
         done[key] = {k: str(v) for k, v in row.items()}
         tqdm.write(f"{source:6} {tname:9} {codec:15} S={S:<4} {sched:12} seed {seed}: {100 * acc:.2f}% "
                    f"({row['label_bytes']:,} B, {secs:.0f} s)")
+
+    if a.workers <= 1:
+        for key, images, labels, mismatch in tqdm(runs, desc="students"):
+            record(key, labels, mismatch, *run_student(a, images, labels, key[4], key[5], root / "work"))
+    else:  # one work dir per run: concurrent students must not share last.pt / metrics
+        with ProcessPoolExecutor(a.workers, mp_context=mp.get_context("spawn")) as pool:
+            futs = {pool.submit(run_student, a, images, labels, key[4], key[5], root / "work" / f"run{i}"): (key, labels, mismatch)
+                    for i, (key, images, labels, mismatch) in enumerate(runs)}
+            from concurrent.futures import as_completed
+
+            for f in tqdm(as_completed(futs), total=len(futs), desc="students"):
+                key, labels, mismatch = futs[f]
+                record(key, labels, mismatch, *f.result())
     out.close()
     summary = summarise(list(done.values()), a, root)
     print(f"total {time.time() - t0:.0f} s; {csv_path}, {root / 'summary.json'}, {root / 'storage_vs_accuracy.png'}")
@@ -200,7 +242,9 @@ def summarise(rows, a, root: Path) -> dict:
     agg = _agg(rows)
     lines, summary = [], {"targets": {}}
     for source in a.sources:
-        lines.append(f"\n{source} images, single teacher, dense16 (mean of seeds, test top-1 %):")
+        mm = sorted({float(r["mismatch"]) for r in rows if r["source"] == source and r["teacher"] == "single"})
+        lines.append(f"\n{source} images, single teacher, dense16 (mean of seeds, test top-1 %); stored crops whose "
+                     f"teacher top-1 is not the image's class: {', '.join(f'{100 * m:.1f}%' for m in mm) or 'n/a'}")
         hard = agg.get((source, "single", a.codecs[0], min(a.S), "all-hard"))
         lines.append(f"  {'S':>4} {'bytes':>9} " + " ".join(f"{s:>12}" for s in a.schedules if s != "all-hard")
                      + (f"   all-hard {100 * hard[0]:.2f}" if hard else ""))
@@ -268,7 +312,8 @@ def plot(agg, a, path: Path) -> None:
 
     sources = [s for s in a.sources if any(k[0] == s for k in agg)]
     fig, axes = plt.subplots(1, max(1, len(sources)), figsize=(5.5 * max(1, len(sources)), 4), squeeze=False)
-    colors = {"all-soft": "tab:orange", "HALD": "tab:blue", "all-hard": "tab:gray", "drift-gated": "tab:green"}
+    colors = {"all-soft": "tab:orange", "HALD": "tab:blue", "all-hard": "tab:gray", "drift-gated": "tab:green",
+              "HALD-drift": "tab:purple"}
     markers = {"dense16": "o", "dense_q:bits=8": "s", "dense_q:bits=4": "^", "topk:k=3": "D"}
     for ax, source in zip(axes[0], sources):
         for sched in a.schedules:
