@@ -188,7 +188,8 @@ def main(argv=None) -> int:
                             continue
                         for seed in range(a.seeds):
                             jobs.append((source, tname, codec, S, sched, seed, images, base, lab["mismatch"]))
-    todo = [j for j in jobs if j[:6] not in done]
+    # seed-major: one seed of the whole grid first, so a run stopped early still covers every cell
+    todo = sorted((j for j in jobs if j[:6] not in done), key=lambda j: j[5])
     print(f"{len(jobs)} student runs ({len(jobs) - len(todo)} already measured)", flush=True)
     runs = []  # transcode in this process (files are shared by runs), then train
     for source, tname, codec, S, sched, seed, images, base, mismatch in todo:
