@@ -191,9 +191,9 @@ def _write(out: Path, rows: list[dict], teacher_acc: float, cfg: DemoConfig) -> 
         ax.text(b.get_x() + b.get_width() / 2, a + 0.5, f"{a:.1f}", ha="center", fontsize=9)
     ax.axhline(100 * teacher_acc, color="k", ls="--", lw=1, label=f"teacher {100 * teacher_acc:.1f}%")
     r0 = rows[0]
-    ax.set(ylabel="test top-1 (%)", ylim=(0, 100),
-           title=f"Fashion-MNIST, {cfg.ipc} img/class, labels {r0['label_bytes'] / 1000:.1f} kB "
-                 f"({r0['stored_epochs']} epochs, {r0['codec']})")
+    ax.set(ylabel="test top-1 (%)", ylim=(0, 100))
+    ax.set_title(f"Fashion-MNIST, {cfg.ipc} img/class\nlabels {r0['label_bytes'] / 1000:.1f} kB "
+                 f"({r0['stored_epochs']} epochs, {r0['codec']})", fontsize=10)
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(out / "results.png", dpi=120)
