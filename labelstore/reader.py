@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -73,6 +74,7 @@ class LabelFile:
         self._fd = None  # a plain descriptor for /data reads, opened per process like the h5py handle
         self._chunk_cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._order_cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
         self._check_userblock()
         f = self._file()
         try:
@@ -181,7 +183,12 @@ class LabelFile:
         state = self.__dict__.copy()
         state["_h5"], state["_pid"], state["_fd"] = None, None, None
         state["_chunk_cache"], state["_order_cache"] = OrderedDict(), OrderedDict()
+        del state["_lock"]
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         if self._pid == os.getpid():
@@ -223,40 +230,47 @@ class LabelFile:
         """The epoch's sample order (image ids by position)."""
         return self._order_and_inverse(self._check_epoch(epoch))[0]
 
+    def _cached(self, cache: OrderedDict, key: int, compute):
+        """A small LRU of per-epoch tables, safe to share between threads."""
+        with self._lock:
+            if key in cache:
+                cache.move_to_end(key)
+                return cache[key]
+        value = compute()
+        with self._lock:
+            cache[key] = value
+            while len(cache) > _CACHE_EPOCHS:
+                cache.popitem(last=False)
+        return value
+
     def _order_and_inverse(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        if epoch in self._order_cache:
-            self._order_cache.move_to_end(epoch)
-            return self._order_cache[epoch]
-        if self.orders_mode == EXPLICIT:
-            try:
-                order = self._file()["orders"][epoch].astype(np.int64)
-            except Exception as exc:
-                raise LabelStoreError(f"{self.path}: the order of epoch {epoch} is corrupted ({exc}); run `labelstore verify`") from None
-        else:
-            order = draw_order(self.seed, epoch, self.num_images)
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(len(order))
-        self._order_cache[epoch] = (order, inverse)
-        if len(self._order_cache) > _CACHE_EPOCHS:
-            self._order_cache.popitem(last=False)
-        return order, inverse
+        def compute():
+            if self.orders_mode == EXPLICIT:
+                try:
+                    order = self._file()["orders"][epoch].astype(np.int64)
+                except Exception as exc:
+                    raise LabelStoreError(f"{self.path}: the order of epoch {epoch} is corrupted ({exc}); run `labelstore verify`") from None
+            else:
+                order = draw_order(self.seed, epoch, self.num_images)
+            inverse = np.empty_like(order)
+            inverse[order] = np.arange(len(order))
+            return order, inverse
+
+        return self._cached(self._order_cache, epoch, compute)
 
     def _chunk_row(self, epoch: int, batch: int) -> np.void:
         nb = self.num_batches(epoch)
         if not isinstance(batch, (int, np.integer)) or not 0 <= batch < nb:
             raise LabelStoreError(f"batch {batch} is out of range: epoch {epoch} has batches 0..{nb - 1}")
-        rows = self._chunk_cache.get(epoch)
-        if rows is None:
+
+        def compute():
             first = int(self.epoch_table[epoch]["first_chunk"])
             try:
-                rows = self._file()["chunks"][first : first + nb]
+                return self._file()["chunks"][first : first + nb]
             except Exception as exc:
                 raise LabelStoreError(f"{self.path}: the chunk table is corrupted ({exc}); run `labelstore verify`") from None
-            self._chunk_cache[epoch] = rows
-            if len(self._chunk_cache) > _CACHE_EPOCHS:
-                self._chunk_cache.popitem(last=False)
-        else:
-            self._chunk_cache.move_to_end(epoch)
+
+        rows = self._cached(self._chunk_cache, epoch, compute)
         row = rows[batch]
         if int(row["epoch"]) != epoch or int(row["batch"]) != batch:
             raise LabelStoreError(f"{self.path}: the chunk table is inconsistent at epoch {epoch} batch {batch}; run `labelstore verify`")
