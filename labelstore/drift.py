@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LabelStoreError
-from .reader import LabelFile, softmax
+from .batch import softmax
+from .reader import LabelFile
 
 
 @dataclass

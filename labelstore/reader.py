@@ -12,7 +12,6 @@ import os
 import threading
 import zlib
 from collections import OrderedDict
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Iterator
@@ -25,42 +24,13 @@ from ._build import meta_crc32
 from ._format import (
     CHUNK_DTYPE, DERIVED, EPOCH_DTYPE, EXPLICIT, FORMAT_NAME, SUPPORTED_VERSIONS, USERBLOCK_DTYPE, USERBLOCK_MAGIC,
 )
+from .batch import Batch
 from .codecs import LabelCodec, get_codec
-from .crops import CropPolicy, Mix, MixPolicy, draw_crops, draw_mix, draw_order
+from .crops import CropPolicy, MixPolicy, draw_crops, draw_mix, draw_order
 from .errors import LabelStoreError
 from .fingerprint import check_fingerprint
 
 _CACHE_EPOCHS = 4  # per-epoch tables kept in memory: bounded whatever the file size
-
-
-@dataclass
-class Batch:
-    """One stored batch: who was in it, how each was cropped and mixed, what the teacher said."""
-
-    epoch: int
-    batch: int
-    indices: np.ndarray  # (n,) image ids, in batch positions
-    logits: np.ndarray | None  # (n, C) float32, shift-invariant (docs/format.md); None from read_crops
-    boxes: np.ndarray  # (n, 4) int32 (top, left, height, width) in source pixels
-    flips: np.ndarray  # (n,) bool
-    mix: Mix | None
-
-    def probs(self, T: float = 1.0) -> np.ndarray:
-        """Soft labels at temperature ``T``: ``softmax(logits / T)`` in float32."""
-        return softmax(self.logits, T)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-def softmax(logits: np.ndarray, T: float = 1.0) -> np.ndarray:
-    if T <= 0:
-        raise LabelStoreError(f"temperature must be positive, got {T}")
-    z = logits / np.float32(T)
-    z = z - z.max(axis=-1, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=-1, keepdims=True)
-    return z
 
 
 class LabelFile:

@@ -12,7 +12,7 @@ import pytest
 from labelstore import (
     CropPolicy, LabelFile, LabelStoreError, LabelWriter, MixPolicy, draw_crops, draw_order, logits_from_probs,
 )
-from labelstore.reader import softmax
+from labelstore.batch import softmax
 from conftest import make_logits, write_label_set
 
 
