@@ -68,6 +68,8 @@ def parse_args(argv=None):
     p.add_argument("--recover-iterations", type=int, default=100)
     p.add_argument("--model", default="convnet-w32", help="student (and default teacher) architecture")
     p.add_argument("--mix", default="cutmix", choices=["cutmix", "none", "mixup"], help="relabel mixing")
+    p.add_argument("--hard-mix", default="cutmix", choices=["cutmix", "none", "mixup"],
+                   help="mixing in the students' hard steps (all-hard, HALD's hard phase)")
     p.add_argument("--out", default="results/storage_vs_accuracy")
     p.add_argument("--threads", type=int, default=2, help="torch threads per process")
     p.add_argument("--workers", type=int, default=1, help="student runs in parallel (processes)")
@@ -144,6 +146,7 @@ def run_student(a, images: Path, labels: Path, schedule: str, seed: int, workdir
     torch.set_num_threads(a.threads)
     res = train(TrainConfig(images=str(images), labels=str(labels), out_dir=str(workdir), model=a.model,
                             schedule=SCHEDULES[schedule], epochs=a.epochs, test_subset=a.test_subset, seed=seed,
+                            hard_mix=getattr(a, "hard_mix", "cutmix"),
                             threads=a.threads, checkpoint_every=0), progress=False)
     return float(res["test_acc"]), time.time() - t
 
