@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from labelstore.errors import LabelStoreError
+from labelstore.cli import run_command
 
 __all__ = ["main", "build_parser"]
 
@@ -272,14 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return _COMMANDS[args.command][2](args)
-    except LabelStoreError as exc:
-        print(f"distill {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"distill {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return run_command("distill", args.command, _COMMANDS[args.command][2], args)
 
 
 if __name__ == "__main__":

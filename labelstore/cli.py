@@ -139,17 +139,24 @@ def _load_plugins() -> None:
                 raise
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def run_command(prog: str, command: str, run, args) -> int:
+    """Run a subcommand; a LabelStoreError becomes its one-line message and exit code 2.
+
+    Shared with the ``distill`` command line, so both tools fail the same way.
+    """
     try:
-        return _COMMANDS[args.command][0](args)
+        return run(args)
     except LabelStoreError as exc:
-        print(f"labelstore {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{prog} {command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"labelstore {args.command}: interrupted", file=sys.stderr)
+        print(f"{prog} {command}: interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_command("labelstore", args.command, _COMMANDS[args.command][0], args)
 
 
 if __name__ == "__main__":

@@ -115,34 +115,22 @@ def test_memory_bounded_caches(tmp_path):
 
 
 # -- resume ------------------------------------------------------------------------------
-def _write_until_killed(path, kill_after):
-    """Child process: write batches in order and SIGKILL itself after ``kill_after`` of them."""
+def _relabel(path, kill_after=None):
+    """A relabel run: resumes the journal, writes the rest; SIGKILLs itself before write ``kill_after``."""
     rng = np.random.default_rng(0)
     w = LabelWriter(path, num_classes=10, num_images=50, codec="dense16", seed=7, image_sizes=(32, 32))
-    count = 0
+    count = skipped = 0
     for e in range(3):
         w.begin_epoch(e, 16)
         for b in range(w.num_batches(e)):
-            logits = make_logits(rng, len(w.batch_indices(e, b)), 10)
+            logits = make_logits(rng, len(w.batch_indices(e, b)), 10)  # the same stream in every run
+            if w.is_written(e, b):
+                skipped += 1
+                continue
             if count == kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
             w.write_batch(e, b, logits)
             count += 1
-    w.finalize()
-
-
-def _resume(path):
-    rng = np.random.default_rng(0)
-    w = LabelWriter(path, num_classes=10, num_images=50, codec="dense16", seed=7, image_sizes=(32, 32))
-    skipped = 0
-    for e in range(3):
-        w.begin_epoch(e, 16)
-        for b in range(w.num_batches(e)):
-            logits = make_logits(rng, len(w.batch_indices(e, b)), 10)  # same RNG stream as the first run
-            if w.is_written(e, b):
-                skipped += 1
-                continue
-            w.write_batch(e, b, logits)
     w.finalize()
     return skipped
 
@@ -151,7 +139,7 @@ def _resume(path):
 def test_resume_after_sigkill_equals_uninterrupted(tmp_path, kill_after):
     ctx = mp.get_context("fork")
     path = tmp_path / "r.h5"
-    p = ctx.Process(target=_write_until_killed, args=(path, kill_after))
+    p = ctx.Process(target=_relabel, args=(path, kill_after))
     p.start()
     p.join()
     assert p.exitcode == -signal.SIGKILL
@@ -161,9 +149,9 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path, kill_after):
     # a torn frame at the end, as a kill in the middle of a write leaves it
     with open(tmp_path / "r.h5.partial" / "journal.bin", "ab") as fh:
         fh.write(b"LSJ1\x02\x00\x00\x00garbage")
-    assert _resume(path) == kill_after
+    assert _relabel(path) == kill_after
     ref = tmp_path / "ref.h5"
-    _resume(ref)
+    _relabel(ref)
     with LabelFile(path) as a, LabelFile(ref) as b:
         for x, y in zip(a.batches(), b.batches()):
             np.testing.assert_array_equal(x.logits, y.logits)
