@@ -37,7 +37,7 @@ from distill.train import TrainConfig, train
 from labelstore import LabelFile, LabelWriter, parse_codec_spec
 
 SCHEDULES = {"all-soft": "soft", "HALD": "hald", "all-hard": "hard", "drift-gated": "soft|drift",
-             "HALD-drift": "hald|drift"}
+             "HALD-drift": "hald|drift", "HALD-short": "hald:hard=0.2", "blend": "blend:w=0.7"}
 DEFAULT_SCHEDULES = ["all-soft", "HALD", "all-hard", "drift-gated"]
 CODECS = ("dense16", "dense_q:bits=8", "dense_q:bits=4", "topk:k=3")
 
@@ -50,8 +50,11 @@ def parse_args(argv=None):
     p.add_argument("--codecs", nargs="+", default=list(CODECS))
     p.add_argument("--codec-S", nargs="+", type=int, default=None,
                    help="stored epochs at which the non-fp16 codecs are run (default: all of --S)")
+    p.add_argument("--codec-schedules", nargs="+", default=None, choices=list(SCHEDULES),
+                   help="schedules run on the non-fp16 codecs (default: all of --schedules)")
     p.add_argument("--schedules", nargs="+", default=DEFAULT_SCHEDULES, choices=list(SCHEDULES),
-                   help="HALD-drift = hald|drift")
+                   help="HALD-drift = hald|drift, HALD-short = hald:hard=0.2 (a 60-epoch hard phase at 300), "
+                        "blend = blend:w=0.7 (every step 0.7 soft + 0.3 hard loss)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=300, help="student epochs")
     p.add_argument("--committee", action=argparse.BooleanOptionalAction, default=True,
@@ -67,11 +70,17 @@ def parse_args(argv=None):
                    help="teachers also train on RandomResizedCrops of this area range (1 1: shift + flip only)")
     p.add_argument("--recover-iterations", type=int, default=100)
     p.add_argument("--model", default="convnet-w32", help="student (and default teacher) architecture")
+    p.add_argument("--batch-size", type=int, default=100,
+                   help="relabel batch size, hence the students' (soft steps replay whole stored batches)")
     p.add_argument("--mix", default="cutmix", choices=["cutmix", "none", "mixup"], help="relabel mixing")
     p.add_argument("--hard-mix", default="cutmix", choices=["cutmix", "none", "mixup"],
                    help="mixing in the students' hard steps (all-hard, HALD's hard phase)")
     p.add_argument("--out", default="results/storage_vs_accuracy")
+    p.add_argument("--summarise-only", action="store_true",
+                   help="train nothing: summary and plot from the --out folder's results.csv (e.g. one copied back "
+                        "from another machine), with this command's --sources/--S/--schedules/--codecs")
     p.add_argument("--threads", type=int, default=2, help="torch threads per process")
+    p.add_argument("--device", default="cpu", help="torch device of every step (cuda: students share one GPU)")
     p.add_argument("--workers", type=int, default=1, help="student runs in parallel (processes)")
     a = p.parse_args(argv)
     if a.teacher and len(a.teacher) < 2 and (a.committee or "cvdd" in a.sources):
@@ -100,10 +109,10 @@ def teachers(a, root: Path) -> list[Path]:
             if not ckpt.exists():
                 squeeze(SqueezeConfig(out_dir=str(ckpt.parent), models=[model], epochs=a.teacher_epochs, batch_size=64,
                                       crop_scale=tuple(a.teacher_crop_scale) if a.teacher_crop_scale[0] < 1 else None,
-                                      train_subset=a.teacher_subset or None, seed=i, threads=a.threads), progress=False)
+                                      train_subset=a.teacher_subset or None, seed=i, threads=a.threads, device=a.device), progress=False)
             paths.append(ckpt)
     for i, ckpt in enumerate(paths):
-        acc = torch.load(ckpt, weights_only=True)["test_acc"]
+        acc = torch.load(ckpt, map_location="cpu", weights_only=True)["test_acc"]
         print(f"teacher {i}: {ckpt} test top-1 {100 * acc:.2f}%", flush=True)
     return paths
 
@@ -118,7 +127,7 @@ def image_set(source: str, a, root: Path, tpaths: list[Path]) -> Path:
     else:
         recover(RecoverConfig(teachers=[str(t) for t in tpaths], out_dir=str(path.parent), ipc=10,
                               iterations=a.recover_iterations, method="sre2l" if source == "sre2l" else "cvdd",
-                              threads=a.threads, beton=False), progress=False)
+                              threads=a.threads, device=a.device, beton=False), progress=False)
     return path
 
 
@@ -147,7 +156,7 @@ def run_student(a, images: Path, labels: Path, schedule: str, seed: int, workdir
     res = train(TrainConfig(images=str(images), labels=str(labels), out_dir=str(workdir), model=a.model,
                             schedule=SCHEDULES[schedule], epochs=a.epochs, test_subset=a.test_subset, seed=seed,
                             hard_mix=getattr(a, "hard_mix", "cutmix"),
-                            threads=a.threads, checkpoint_every=0), progress=False)
+                            threads=a.threads, device=a.device, checkpoint_every=0), progress=False)
     return float(res["test_acc"]), time.time() - t
 
 
@@ -167,6 +176,11 @@ def main(argv=None) -> int:
     writer = csv.DictWriter(out, fieldnames=fields)
     if new:
         writer.writeheader()
+    if a.summarise_only:
+        out.close()
+        if not done:
+            sys.exit(f"storage_vs_accuracy: error: {csv_path} has no measured runs to summarise")
+        return 0 if summarise(list(done.values()), a, root) is not None else 1
     t0 = time.time()
     tpaths = teachers(a, root)
     Smax = max(a.S)
@@ -179,12 +193,14 @@ def main(argv=None) -> int:
         for tname, tlist in setups:
             base = root / "labels" / source / tname / f"S{Smax}-dense16.h5"
             lab = relabel(RelabelConfig(images=str(images), teachers=[str(t) for t in tlist], out=str(base),
-                                        epochs=Smax, batch_size=100, codec="dense16", mix=a.mix, threads=a.threads),
+                                        epochs=Smax, batch_size=a.batch_size, codec="dense16", mix=a.mix, threads=a.threads, device=a.device),
                           progress=False)
             for codec in a.codecs:
                 Ss = a.S if codec == "dense16" or a.codec_S is None else [s for s in a.S if s in a.codec_S]
                 for S in Ss:
                     for sched in a.schedules:
+                        if codec != "dense16" and a.codec_schedules is not None and sched not in a.codec_schedules:
+                            continue
                         if sched == "all-hard" and (S != min(a.S) or codec != a.codecs[0]):
                             continue  # hard labels ignore the stored ones: one run per seed
                         if tname == "committee" and (codec != "dense16" or sched not in ("all-soft", "HALD")):
@@ -317,7 +333,8 @@ def plot(agg, a, path: Path) -> None:
     sources = [s for s in a.sources if any(k[0] == s for k in agg)]
     fig, axes = plt.subplots(1, max(1, len(sources)), figsize=(5.5 * max(1, len(sources)), 4), squeeze=False)
     colors = {"all-soft": "tab:orange", "HALD": "tab:blue", "all-hard": "tab:gray", "drift-gated": "tab:green",
-              "HALD-drift": "tab:purple"}
+              "HALD-drift": "tab:purple",
+              "HALD-short": "tab:cyan", "blend": "tab:olive"}
     markers = {"dense16": "o", "dense_q:bits=8": "s", "dense_q:bits=4": "^", "topk:k=3": "D"}
     for ax, source in zip(axes[0], sources):
         for sched in a.schedules:
