@@ -37,7 +37,8 @@ from distill.train import TrainConfig, train
 from labelstore import LabelFile, LabelWriter, parse_codec_spec
 
 SCHEDULES = {"all-soft": "soft", "HALD": "hald", "all-hard": "hard", "drift-gated": "soft|drift",
-             "HALD-drift": "hald|drift", "HALD-short": "hald:hard=0.2", "blend": "blend:w=0.7"}
+             "HALD-drift": "hald|drift", "HALD-short": "hald:hard=0.2", "blend": "blend:w=0.7",
+             "HALD-auto": "hald:hard=auto"}
 DEFAULT_SCHEDULES = ["all-soft", "HALD", "all-hard", "drift-gated"]
 CODECS = ("dense16", "dense_q:bits=8", "dense_q:bits=4", "topk:k=3")
 
@@ -54,8 +55,11 @@ def parse_args(argv=None):
                    help="schedules run on the non-fp16 codecs (default: all of --schedules)")
     p.add_argument("--schedules", nargs="+", default=DEFAULT_SCHEDULES, choices=list(SCHEDULES),
                    help="HALD-drift = hald|drift, HALD-short = hald:hard=0.2 (a 60-epoch hard phase at 300), "
-                        "blend = blend:w=0.7 (every step 0.7 soft + 0.3 hard loss)")
+                        "blend = blend:w=0.7 (every step 0.7 soft + 0.3 hard loss), "
+                        "HALD-auto = hald:hard=auto (hard share 0.5 / S)")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="student seeds run are first-seed ... first-seed + seeds - 1 (add seeds to a grid measured elsewhere)")
     p.add_argument("--epochs", type=int, default=300, help="student epochs")
     p.add_argument("--committee", action=argparse.BooleanOptionalAction, default=True,
                    help="also compare a CV-DD committee with a single teacher (real images)")
@@ -205,7 +209,7 @@ def main(argv=None) -> int:
                             continue  # hard labels ignore the stored ones: one run per seed
                         if tname == "committee" and (codec != "dense16" or sched not in ("all-soft", "HALD")):
                             continue
-                        for seed in range(a.seeds):
+                        for seed in range(a.first_seed, a.first_seed + a.seeds):
                             jobs.append((source, tname, codec, S, sched, seed, images, base, lab["mismatch"]))
     # seed-major: one seed of the whole grid first, so a run stopped early still covers every cell
     todo = sorted((j for j in jobs if j[:6] not in done), key=lambda j: j[5])
@@ -334,7 +338,7 @@ def plot(agg, a, path: Path) -> None:
     fig, axes = plt.subplots(1, max(1, len(sources)), figsize=(5.5 * max(1, len(sources)), 4), squeeze=False)
     colors = {"all-soft": "tab:orange", "HALD": "tab:blue", "all-hard": "tab:gray", "drift-gated": "tab:green",
               "HALD-drift": "tab:purple",
-              "HALD-short": "tab:cyan", "blend": "tab:olive"}
+              "HALD-short": "tab:cyan", "blend": "tab:olive", "HALD-auto": "tab:red"}
     markers = {"dense16": "o", "dense_q:bits=8": "s", "dense_q:bits=4": "^", "topk:k=3": "D"}
     for ax, source in zip(axes[0], sources):
         for sched in a.schedules:

@@ -148,7 +148,7 @@ def demo(cfg: DemoConfig, progress: bool = True) -> dict[str, Any]:
         print(f"student '{sched}': test top-1 {acc:.4f} ({secs:.1f} s{', cached' if cached else ''})")
         from loaders import parse_schedule
 
-        uses_labels = parse_schedule(sched).label_epochs(cfg.student_epochs) > 0  # all-hard reads no labels
+        uses_labels = parse_schedule(sched).for_labels(1).label_epochs(cfg.student_epochs) > 0  # all-hard reads no labels
         rows.append({"schedule": sched, "test_acc": acc, "label_bytes": lab["bytes"] if uses_labels else 0,
                      "stored_epochs": lab["stored_epochs"], "codec": lab["codec"], "train_seconds": round(secs, 1),
                      "cached": cached})

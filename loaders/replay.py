@@ -121,7 +121,7 @@ class ReplayLoader:
     ):
         self.labels = labels if isinstance(labels, LabelFile) else LabelFile(labels)
         self.backend = backend
-        self.schedule = parse_schedule(schedule)
+        self.schedule = parse_schedule(schedule).for_labels(self.labels.num_epochs)
         self.epochs = int(epochs)
         self.schedule.validate(self.epochs)
         if temperature <= 0:

@@ -9,6 +9,7 @@ and whether drift gating is on. Each schedule has a string form; ``parse_schedul
 ``soft`` / ``hard``                    all soft (SRe2L) / all hard baselines
 ``soft:75,hard:150,soft:75``           phases of n epochs, in order (must sum to the epochs)
 ``hald`` / ``hald:hard=0.5``           HALD's split of E epochs: soft//2, hard, soft - soft//2
+``hald:hard=auto``                     HALD's split with hard share 0.5 / S for S stored epochs
 ``alt:soft=10,hard=10``                alternating blocks of n epochs, repeated
 ``ratio:hard=0.25``                    per batch: a fixed share of each epoch's batches is hard
 ``blend:w=0.7`` / ``blend:start=1,end=0,shape=cosine``   loss mix weight w(epoch) of the soft loss
@@ -54,6 +55,10 @@ class Schedule:
 
     def step(self, epoch: int, batch: int, epochs: int) -> StepPlan:
         return StepPlan(self.kind_of(epoch, epochs))
+
+    def for_labels(self, stored_epochs: int) -> "Schedule":
+        """This schedule for a label file of ``stored_epochs`` epochs (only ``auto`` forms change)."""
+        return self
 
     def epoch_uses_labels(self, epoch: int, epochs: int) -> bool:
         """True when some step of ``epoch`` replays stored soft labels."""
@@ -150,14 +155,27 @@ class Phases(Schedule):
 
 
 class HALDSplit(Schedule):
-    """HALD's soft -> hard -> soft split of any epoch count: ``[soft//2, hard, soft - soft//2]``."""
+    """HALD's soft -> hard -> soft split of any epoch count: ``[soft//2, hard, soft - soft//2]``.
 
-    def __init__(self, hard: float = 0.5):
-        self.hard = float(hard)
+    ``hard="auto"`` sizes the hard phase by how often stored labels are reused: share 0.5 / S for
+    S stored epochs (HALD's half at S=1). Hard phases help when few crops are stored and cost
+    accuracy once several are (docs/benchmarks.md, storage vs accuracy); the file fixes S, so
+    :meth:`for_labels` resolves ``auto`` when a loader pairs the schedule with its labels.
+    """
+
+    def __init__(self, hard: float | str = 0.5):
+        self.auto = hard == "auto"
+        self.hard = 0.5 if self.auto else float(hard)
         if not 0.0 <= self.hard <= 1.0:
-            raise LabelStoreError(f"hald hard share must be in [0, 1], got {hard}")
+            raise LabelStoreError(f"hald hard share must be in [0, 1] or 'auto', got {hard}")
+
+    def for_labels(self, stored_epochs: int) -> Schedule:
+        return HALDSplit(0.5 / max(1, int(stored_epochs))) if self.auto else self
 
     def phases(self, epochs: int) -> list[tuple[str, int]]:
+        if self.auto:
+            raise LabelStoreError("'hald:hard=auto' depends on the label file's stored epochs: resolve it with "
+                                  "schedule.for_labels(S) (ReplayLoader does this)")
         hard = int(round(epochs * self.hard))
         soft = epochs - hard
         return [(k, n) for k, n in ((SOFT, soft // 2), (HARD, hard), (SOFT, soft - soft // 2)) if n > 0]
@@ -170,7 +188,7 @@ class HALDSplit(Schedule):
         return self.hard > 0
 
     def __str__(self) -> str:
-        return f"hald:hard={_fmt(self.hard)}"
+        return "hald:hard=auto" if self.auto else f"hald:hard={_fmt(self.hard)}"
 
 
 class Alternate(Schedule):
@@ -285,6 +303,10 @@ class DriftGated(Schedule):
     def validate(self, epochs):
         self.base.validate(epochs)
 
+    def for_labels(self, stored_epochs):
+        base = self.base.for_labels(stored_epochs)
+        return self if base is self.base else DriftGated(base, self.beta)
+
     def __str__(self) -> str:
         return f"{self.base}|drift" + ("" if self.beta == 1.0 else f":beta={_fmt(self.beta)}")
 
@@ -320,8 +342,9 @@ def parse_schedule(text: str | Schedule) -> Schedule:
     elif head == "hald":
         kv = dict(_kv(body, text)) if body else {}
         if set(kv) - {"hard"}:
-            raise LabelStoreError(f"'hald' takes only hard=<share>, got {text!r}")
-        sched = HALDSplit(_num(kv.get("hard", "0.5"), text))
+            raise LabelStoreError(f"'hald' takes only hard=<share> or hard=auto, got {text!r}")
+        hard = kv.get("hard", "0.5")
+        sched = HALDSplit("auto" if hard == "auto" else _num(hard, text))
     elif head == "alt":
         sched = Alternate([(k, _num(v, text, int)) for k, v in _kv(body, text)])
     elif head == "ratio":

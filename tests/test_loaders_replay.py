@@ -154,6 +154,16 @@ def test_hald_schedule_with_pool_trains_a_real_loop(tmp_path, fixed):
     assert [s.stored for s in loader] == [p.stored for p in loader.plan(5)]  # plan = what iteration replays
 
 
+def test_auto_hald_takes_its_hard_share_from_the_label_file(tmp_path, fixed):
+    images, labels = fixed
+    backend = TorchBackend(images, labels)
+    relabel(tmp_path / "l.h5", backend, epochs=2)  # S=2: hard share 0.5 / 2 of 8 epochs = 2 hard epochs
+    loader = ReplayLoader(tmp_path / "l.h5", backend, "hald:hard=auto", epochs=8, mean=MEAN, std=STD,
+                          pool="without_replacement")
+    assert str(loader.schedule) == "hald:hard=0.25"
+    assert [loader.plan(e)[0].plan.kind for e in range(8)] == ["soft"] * 3 + ["hard"] * 2 + ["soft"] * 3
+
+
 def test_hard_steps_are_fresh_seeded_crops(tmp_path, fixed):
     images, labels = fixed
     backend = TorchBackend(images, labels)

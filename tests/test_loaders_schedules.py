@@ -12,7 +12,7 @@ from loaders import AllSoft, Alternate, Blend, DriftGated, HALDSplit, LabelPool,
 FORMS = [
     "soft", "hard", "soft:75,hard:150,soft:75", "hard:10", "hald:hard=0.5", "hald:hard=0.25", "alt:soft=10,hard=10",
     "alt:hard=1,soft=3", "ratio:hard=0.25", "blend:w=0.7", "blend:start=1,end=0,shape=linear",
-    "blend:start=0.9,end=0.1,shape=cosine", "soft|drift", "soft:75,hard:150,soft:75|drift:beta=0.5",
+    "blend:start=0.9,end=0.1,shape=cosine", "soft|drift", "soft:75,hard:150,soft:75|drift:beta=0.5", "hald:hard=auto", "hald:hard=auto|drift",
 ]
 
 
@@ -41,6 +41,18 @@ def test_hald_split_of_300_epochs():
     assert HALDSplit(0.5).phases(7) == [("soft", 1), ("hard", 4), ("soft", 2)]  # round(3.5) = 4 hard
 
 
+def test_hald_auto_sizes_the_hard_phase_by_stored_epochs():
+    auto = parse_schedule("hald:hard=auto")
+    assert auto.for_labels(1) == HALDSplit(0.5) and auto.for_labels(2) == HALDSplit(0.25)
+    assert auto.for_labels(20).phases(300) == [("soft", 146), ("hard", 8), ("soft", 146)]
+    assert auto.for_labels(300).phases(300) == [("soft", 150), ("soft", 150)]  # 0.5 epochs rounds to none
+    gated = parse_schedule("hald:hard=auto|drift").for_labels(5)
+    assert gated == DriftGated(HALDSplit(0.1)) and str(gated) == "hald:hard=0.1|drift"
+    assert parse_schedule("hald:hard=0.3").for_labels(7) == HALDSplit(0.3)  # fixed shares ignore S
+    with pytest.raises(LabelStoreError, match="for_labels"):
+        auto.kinds(300)  # unresolved: which epochs are hard depends on the label file
+
+
 def test_alternating_blocks_and_ratio_and_blend():
     assert parse_schedule("alt:soft=2,hard=3").kinds(7) == ["soft"] * 2 + ["hard"] * 3 + ["soft"] * 2
     r = parse_schedule("ratio:hard=0.25")
@@ -62,7 +74,7 @@ def test_drift_applies_to_label_steps_only():
 
 
 @pytest.mark.parametrize("bad", ["", "sometimes", "soft:x", "soft:0", "alt:soft", "ratio:hard=2", "ratio:soft=0.5",
-                                 "blend:w=1.5", "blend:start=1", "soft|drift:beta=0", "soft|sometimes", "hald:x=1"])
+                                 "blend:w=1.5", "blend:start=1", "soft|drift:beta=0", "soft|sometimes", "hald:x=1", "hald:hard=automatic"])
 def test_bad_strings_say_what_is_wrong(bad):
     with pytest.raises(LabelStoreError):
         parse_schedule(bad)
