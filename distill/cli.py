@@ -125,6 +125,8 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     d = C()
     p.add_argument("--out", dest="out_dir", default=d.out_dir, help="output folder, reused on re-runs (default %(default)s)")
     p.add_argument("--budget", default=d.budget, help="label budget (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="relabel and student batch size (default %(default)s)")
     p.add_argument("--student-epochs", type=int, default=d.student_epochs)
     p.add_argument("--schedules", nargs="+", default=d.schedules)
     p.add_argument("--teacher-subset", type=int, default=d.teacher_subset, help="training images for the teacher")
