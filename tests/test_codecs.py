@@ -148,6 +148,22 @@ def test_lowrank_arrays_round_trip_and_fit():
     assert ((y - xc) ** 2).mean() < 0.5 * (xc**2).mean()
 
 
+def test_lowrank_randomized_fit_matches_the_exact_one(monkeypatch):
+    from labelstore.codecs import lowrank
+
+    rng = np.random.default_rng(4)  # logits-like: a decaying spectrum over 40 directions, plus noise
+    x = (rng.standard_normal((600, 40)) * np.linspace(5, 0.2, 40)) @ rng.standard_normal((40, 300))
+    x += 0.05 * rng.standard_normal(x.shape)
+    x -= x.mean(0)
+    exact = lowrank._leading_directions(x, 8)
+    monkeypatch.setattr(lowrank, "_EXACT_LIMIT", 16)  # what large samples of many classes take
+    fast = lowrank._leading_directions(x, 8)
+    np.testing.assert_allclose(fast @ fast.T, np.eye(8), atol=1e-8)
+    captured = [np.linalg.norm(x @ b.T) ** 2 for b in (fast, exact)]
+    assert captured[0] >= 0.9999 * captured[1]  # the same leading subspace, up to rotation
+    assert np.array_equal(fast, lowrank._leading_directions(x, 8))  # seeded: refits are identical
+
+
 def test_user_errors_raise_labelstore_error():
     codec = TopK(10)
     for bad in (np.full((2, 10), np.nan, np.float32), np.full((2, 10), np.inf, np.float32),
