@@ -6,7 +6,6 @@ batches ``b`` with ``b % world == rank``). Because every crop, order and mix is 
 """
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 
@@ -16,18 +15,17 @@ from ._build import build_file
 from ._journal import Journal
 from .codecs import get_codec
 from .errors import LabelStoreError
-
-_SHARD_DIR = re.compile(r"rank(\d+)of(\d+)$")
-
+from .writer import _SHARD_DIR, shard_dirs
 
 def merge_shards(path: str | Path, *, keep_shards: bool = False) -> Path:
     """Build ``path`` from ``<path>.shards/rank<r>of<w>/``; every shard must be complete."""
     path = Path(path)
     root = path.with_name(path.name + ".shards")
-    dirs = sorted(d for d in root.glob("rank*of*") if d.is_dir() and _SHARD_DIR.search(d.name)) if root.is_dir() else []
+    found = shard_dirs(path)
+    dirs = [d for d, _ in found]
     if not dirs:
         raise LabelStoreError(f"no shards to merge under {root}; run the relabelling with shard=(rank, world) first")
-    worlds = {int(_SHARD_DIR.search(d.name).group(2)) for d in dirs}
+    worlds = {w for _, w in found}
     if len(worlds) != 1:
         raise LabelStoreError(f"{root} mixes shards of runs with different world sizes {sorted(worlds)}; delete the stale ones")
     world = worlds.pop()

@@ -9,6 +9,7 @@ sees a half-written label file.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,12 @@ class LabelWriter:
             if not 0 <= rank < world:
                 raise LabelStoreError(f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard}")
             self.shard = (rank, world)
+            others = sorted({w for _, w in shard_dirs(self.path)} - {world})
+            if others:  # caught here, before any teacher work, rather than at merge time
+                raise LabelStoreError(
+                    f"{self.path.name}.shards/ holds an interrupted run of world size {others[0]}, not {world}; "
+                    f"resume it with {others[0]} processes (torchrun --nproc-per-node {others[0]}) or delete "
+                    f"{self.path.name}.shards/ to start over")
         self.journal = Journal(journal_dir(self.path, self.shard))
         self._epochs: dict[int, tuple[int, np.ndarray | None]] = {}
         self._entries: dict[tuple[int, int], BatchEntry] = {}
@@ -361,6 +368,17 @@ def journal_dir(path: Path, shard: tuple[int, int] | None = None) -> Path:
     if shard is None:
         return path.with_name(path.name + ".partial")
     return path.with_name(path.name + ".shards") / f"rank{shard[0]}of{shard[1]}"
+
+
+_SHARD_DIR = re.compile(r"rank(\d+)of(\d+)$")
+
+
+def shard_dirs(path: Path) -> list[tuple[Path, int]]:
+    """The shard journals of ``path`` (``<file>.shards/rank<r>of<w>/``) with their world sizes."""
+    root = path.with_name(path.name + ".shards")
+    if not root.is_dir():
+        return []
+    return [(d, int(m.group(2))) for d in sorted(root.glob("rank*of*")) if d.is_dir() and (m := _SHARD_DIR.search(d.name))]
 
 
 def _positive_int(value, name: str, minimum: int = 1) -> int:

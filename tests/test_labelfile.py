@@ -295,6 +295,9 @@ def test_shards_merge_to_the_single_process_file(tmp_path):
     assert run(tmp_path / "m.h5", (1, 3)) is None
     with pytest.raises(LabelStoreError, match="ranks \\[0, 2\\] are missing"):
         merge_shards(tmp_path / "m.h5")
+    with pytest.raises(LabelStoreError, match="world size 3, not 2; resume it with 3 processes"):
+        run(tmp_path / "m.h5", (0, 2))  # resumed with another world size: refused before any work
+    assert sorted(d.name for d in (tmp_path / "m.h5.shards").iterdir()) == ["rank1of3"]
     run(tmp_path / "m.h5", (0, 3))
     run(tmp_path / "m.h5", (2, 3))
     merge_shards(tmp_path / "m.h5")
