@@ -329,37 +329,42 @@ def summarise(rows, a, root: Path) -> dict:
 
 
 def plot(agg, a, path: Path) -> None:
+    """One panel per image set: test top-1 vs label bytes, a line per (schedule, codec); one shared legend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     sources = [s for s in a.sources if any(k[0] == s for k in agg)]
-    fig, axes = plt.subplots(1, max(1, len(sources)), figsize=(5.5 * max(1, len(sources)), 4), squeeze=False)
+    fig, axes = plt.subplots(1, max(1, len(sources)), figsize=(5.5 * max(1, len(sources)), 4.6), squeeze=False)
     colors = {"all-soft": "tab:orange", "HALD": "tab:blue", "all-hard": "tab:gray", "drift-gated": "tab:green",
-              "HALD-drift": "tab:purple",
-              "HALD-short": "tab:cyan", "blend": "tab:olive", "HALD-auto": "tab:red"}
+              "HALD-drift": "tab:purple", "HALD-short": "tab:cyan", "blend": "tab:olive", "HALD-auto": "tab:red"}
     markers = {"dense16": "o", "dense_q:bits=8": "s", "dense_q:bits=4": "^", "topk:k=3": "D"}
+    legend: dict = {}
     for ax, source in zip(axes[0], sources):
         for sched in a.schedules:
-            if sched == "all-hard":
+            if sched == "all-hard":  # no label bytes: a level line, its value written on it
                 v = agg.get((source, "single", a.codecs[0], min(a.S), "all-hard"))
                 if v:
-                    ax.axhline(100 * v[0], color=colors[sched], ls="--", label=f"all-hard {100 * v[0]:.1f}")
+                    legend["all-hard (0 B)"] = ax.axhline(100 * v[0], color=colors[sched], ls="--")
+                    ax.annotate(f"all-hard {100 * v[0]:.1f}", (1, 100 * v[0]), xycoords=("axes fraction", "data"),
+                                ha="right", va="bottom", fontsize=7, color=colors[sched])
                 continue
             for codec in a.codecs:
                 pts = sorted((v[3], v[0], v[1]) for k, v in agg.items()
                              if k[0] == source and k[1] == "single" and k[2] == codec and k[4] == sched)
                 if pts:
                     x, y, e = zip(*pts)
-                    ax.errorbar(x, 100 * np.array(y), yerr=100 * np.array(e), color=colors[sched],
-                                marker=markers.get(codec, "x"), ls="-" if codec == "dense16" else ":", capsize=3,
-                                label=sched if codec == "dense16" else f"{sched} {codec}")
+                    line = ax.errorbar(x, 100 * np.array(y), yerr=100 * np.array(e), color=colors.get(sched),
+                                       marker=markers.get(codec, "x"), ls="-" if codec == "dense16" else ":",
+                                       capsize=3, alpha=1 if codec == "dense16" else 0.6)
+                    legend.setdefault(sched if codec == "dense16" else f"{sched} {codec}", line)
         ax.set(xscale="log", xlabel="label bytes (file on disk)", ylabel="test top-1 (%)",
                title=f"Fashion-MNIST 10 img/class: {source}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=min(6, max(1, len(legend))), fontsize=7)
+    rows = -(-len(legend) // 6)
+    fig.tight_layout(rect=(0, 0.05 * rows + 0.02, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
