@@ -6,15 +6,22 @@ stored epochs asked for) and transcoded into every (stored epochs S, codec) of t
 the first S epochs are exactly what a relabel with S epochs writes (crops, orders and mixes
 are drawn per epoch from the seed), so only the teacher work is shared. Every file is
 measured in bytes on disk; a student (`distill train`) is trained on it with each schedule
-(all-soft, HALD, all-hard, drift-gated) and several seeds and tested on the real test set.
-A CV-DD committee (two teachers, weights softmax(prior / 10)) is compared with its best
-single teacher. Writes CSV + JSON + PNG under results/storage_vs_accuracy/.
+(all-soft, HALD, all-hard, drift-gated, shorter hard phases, a loss mix, HALD-auto) and
+several seeds and tested on the real test set. A committee of the two teachers (weights
+softmax(prior / 10), CV-DD's) is compared with teacher 0 alone. Writes CSV + JSON + PNG
+under --out (default results/storage_vs_accuracy/).
 
-    python -m benchmarks.storage_vs_accuracy --quick      # ~3 min smoke run
-    python -m benchmarks.storage_vs_accuracy --sources real --S 1 2 5 20 --seeds 2 --epochs 150
-    # calibration-like: a cached strong teacher, no mixing in relabel, 300 student epochs, 2 workers
-    python -m benchmarks.storage_vs_accuracy --sources real --teacher results/teachers/convnet.pt \
-        --mix none --S 1 2 5 20 --seeds 2 --epochs 300 --workers 2 --threads 1
+The defaults are the full sweep of docs/benchmarks.md (531 students of a 128-channel ConvNet,
+300 epochs, batch 20): about 30 s per student with 12 sharing one H100, about 120 s each on
+2 CPU cores (hours; results.csv is written as runs finish and a re-run resumes).
+
+    python -m benchmarks.storage_vs_accuracy --quick      # ~3 min smoke run on CPU
+    python -m benchmarks.storage_vs_accuracy --device cuda --workers 12 --threads 1
+    # a subset on CPU, with a cached teacher:
+    python -m benchmarks.storage_vs_accuracy --sources real --teacher results/teachers/convnet.pt --no-committee \
+        --S 1 2 5 20 --codecs dense16 --schedules all-soft HALD HALD-auto --workers 2 --threads 1
+    # summary and plot of a results.csv measured elsewhere (same grid flags):
+    python -m benchmarks.storage_vs_accuracy --summarise-only --out results/sweep
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from labelstore import LabelFile, LabelWriter, parse_codec_spec
 SCHEDULES = {"all-soft": "soft", "HALD": "hald", "all-hard": "hard", "drift-gated": "soft|drift",
              "HALD-drift": "hald|drift", "HALD-short": "hald:hard=0.2", "blend": "blend:w=0.7",
              "HALD-auto": "hald:hard=auto"}
-DEFAULT_SCHEDULES = ["all-soft", "HALD", "all-hard", "drift-gated"]
+DEFAULT_SCHEDULES = ["all-soft", "HALD", "all-hard", "drift-gated", "HALD-short", "blend", "HALD-auto"]
 CODECS = ("dense16", "dense_q:bits=8", "dense_q:bits=4", "topk:k=3")
 
 
@@ -49,10 +56,10 @@ def parse_args(argv=None):
     p.add_argument("--sources", nargs="+", default=["real", "sre2l", "cvdd"], choices=["real", "sre2l", "cvdd"])
     p.add_argument("--S", nargs="+", type=int, default=[1, 2, 5, 20, 50, 300], help="stored epochs")
     p.add_argument("--codecs", nargs="+", default=list(CODECS))
-    p.add_argument("--codec-S", nargs="+", type=int, default=None,
-                   help="stored epochs at which the non-fp16 codecs are run (default: all of --S)")
-    p.add_argument("--codec-schedules", nargs="+", default=None, choices=list(SCHEDULES),
-                   help="schedules run on the non-fp16 codecs (default: all of --schedules)")
+    p.add_argument("--codec-S", nargs="+", type=int, default=[1, 5, 20, 300],
+                   help="stored epochs at which the non-fp16 codecs are run (default %(default)s)")
+    p.add_argument("--codec-schedules", nargs="+", default=["all-soft", "drift-gated"], choices=list(SCHEDULES),
+                   help="schedules run on the non-fp16 codecs (default %(default)s)")
     p.add_argument("--schedules", nargs="+", default=DEFAULT_SCHEDULES, choices=list(SCHEDULES),
                    help="HALD-drift = hald|drift, HALD-short = hald:hard=0.2 (a 60-epoch hard phase at 300), "
                         "blend = blend:w=0.7 (every step 0.7 soft + 0.3 hard loss), "
@@ -67,17 +74,17 @@ def parse_args(argv=None):
     p.add_argument("--teacher", nargs="+", default=None, metavar="CKPT",
                    help="existing teacher checkpoint(s) (e.g. from `distill squeeze`) instead of training them here; "
                         "two or more enable the committee")
-    p.add_argument("--teacher-model", default=None, help="architecture of teachers trained here (default: --model)")
-    p.add_argument("--teacher-subset", type=int, default=20000, help="training images per teacher (0: all 60k)")
-    p.add_argument("--teacher-epochs", type=int, default=1)
+    p.add_argument("--teacher-model", default="convnet", help="architecture of teachers trained here")
+    p.add_argument("--teacher-subset", type=int, default=0, help="training images per teacher (0: all 60k)")
+    p.add_argument("--teacher-epochs", type=int, default=8)
     p.add_argument("--teacher-crop-scale", type=float, nargs=2, default=[0.08, 1.0],
                    help="teachers also train on RandomResizedCrops of this area range (1 1: shift + flip only)")
-    p.add_argument("--recover-iterations", type=int, default=100)
-    p.add_argument("--model", default="convnet-w32", help="student (and default teacher) architecture")
-    p.add_argument("--batch-size", type=int, default=100,
+    p.add_argument("--recover-iterations", type=int, default=1000)
+    p.add_argument("--model", default="convnet", help="student architecture")
+    p.add_argument("--batch-size", type=int, default=20,
                    help="relabel batch size, hence the students' (soft steps replay whole stored batches)")
-    p.add_argument("--mix", default="cutmix", choices=["cutmix", "none", "mixup"], help="relabel mixing")
-    p.add_argument("--hard-mix", default="cutmix", choices=["cutmix", "none", "mixup"],
+    p.add_argument("--mix", default="none", choices=["cutmix", "none", "mixup"], help="relabel mixing")
+    p.add_argument("--hard-mix", default="none", choices=["cutmix", "none", "mixup"],
                    help="mixing in the students' hard steps (all-hard, HALD's hard phase)")
     p.add_argument("--out", default="results/storage_vs_accuracy")
     p.add_argument("--summarise-only", action="store_true",
@@ -94,6 +101,7 @@ def parse_args(argv=None):
     if a.quick:
         a.sources, a.S, a.codecs, a.schedules, a.seeds = ["real"], [1, 5], ["dense16", "dense_q:bits=4"], ["all-soft", "HALD"], 1
         a.epochs, a.test_subset, a.teacher_subset, a.teacher_epochs, a.committee = 60, 2000, 5000, 1, False
+        a.model = a.teacher_model = "convnet-w32"  # about 10x cheaper on CPU than the 128-channel ConvNet
         a.out = a.out.rstrip("/") + "-quick"
     return a
 
@@ -107,7 +115,7 @@ def teachers(a, root: Path) -> list[Path]:
                 sys.exit(f"storage_vs_accuracy: error: teacher checkpoint {t} does not exist; train it with `distill squeeze`")
     else:
         paths = []
-        model = a.teacher_model or a.model
+        model = a.teacher_model
         for i in range(2 if (a.committee or "cvdd" in a.sources) else 1):
             ckpt = root / f"teacher{i}" / f"{model}.pt"
             if not ckpt.exists():
