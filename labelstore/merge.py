@@ -15,21 +15,22 @@ from ._build import build_file
 from ._journal import Journal
 from .codecs import get_codec
 from .errors import LabelStoreError
-from .writer import _SHARD_DIR, shard_dirs
+from .writer import shard_dirs
+
 
 def merge_shards(path: str | Path, *, keep_shards: bool = False) -> Path:
     """Build ``path`` from ``<path>.shards/rank<r>of<w>/``; every shard must be complete."""
     path = Path(path)
     root = path.with_name(path.name + ".shards")
     found = shard_dirs(path)
-    dirs = [d for d, _ in found]
+    dirs = [d for d, _, _ in found]
     if not dirs:
         raise LabelStoreError(f"no shards to merge under {root}; run the relabelling with shard=(rank, world) first")
-    worlds = {w for _, w in found}
+    worlds = {w for _, _, w in found}
     if len(worlds) != 1:
         raise LabelStoreError(f"{root} mixes shards of runs with different world sizes {sorted(worlds)}; delete the stale ones")
     world = worlds.pop()
-    ranks = sorted(int(_SHARD_DIR.search(d.name).group(1)) for d in dirs)
+    ranks = sorted(r for _, r, _ in found)
     if ranks != list(range(world)):
         raise LabelStoreError(f"{root}: shards of ranks {sorted(set(range(world)) - set(ranks))} are missing")
 

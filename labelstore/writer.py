@@ -110,7 +110,7 @@ class LabelWriter:
             if not 0 <= rank < world:
                 raise LabelStoreError(f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard}")
             self.shard = (rank, world)
-            others = sorted({w for _, w in shard_dirs(self.path)} - {world})
+            others = sorted({w for _, _, w in shard_dirs(self.path)} - {world})
             if others:  # caught here, before any teacher work, rather than at merge time
                 raise LabelStoreError(
                     f"{self.path.name}.shards/ holds an interrupted run of world size {others[0]}, not {world}; "
@@ -373,12 +373,13 @@ def journal_dir(path: Path, shard: tuple[int, int] | None = None) -> Path:
 _SHARD_DIR = re.compile(r"rank(\d+)of(\d+)$")
 
 
-def shard_dirs(path: Path) -> list[tuple[Path, int]]:
-    """The shard journals of ``path`` (``<file>.shards/rank<r>of<w>/``) with their world sizes."""
+def shard_dirs(path: Path) -> list[tuple[Path, int, int]]:
+    """The shard journals of ``path`` (``<file>.shards/rank<r>of<w>/``) as (folder, rank, world size)."""
     root = path.with_name(path.name + ".shards")
     if not root.is_dir():
         return []
-    return [(d, int(m.group(2))) for d in sorted(root.glob("rank*of*")) if d.is_dir() and (m := _SHARD_DIR.search(d.name))]
+    return [(d, int(m.group(1)), int(m.group(2))) for d in sorted(root.glob("rank*of*"))
+            if d.is_dir() and (m := _SHARD_DIR.search(d.name))]
 
 
 def _positive_int(value, name: str, minimum: int = 1) -> int:
