@@ -15,7 +15,7 @@ The defaults are the full sweep of docs/benchmarks.md (531 students of a 128-cha
 300 epochs, batch 20): about 30 s per student with 12 sharing one H100, about 120 s each on
 2 CPU cores (hours; results.csv is written as runs finish and a re-run resumes).
 
-    python -m benchmarks.storage_vs_accuracy --quick      # ~3 min smoke run on CPU
+    python -m benchmarks.storage_vs_accuracy --quick      # < 1 min smoke run on CPU (2 cores)
     python -m benchmarks.storage_vs_accuracy --device cuda --workers 12 --threads 1
     # a subset on CPU, with a cached teacher:
     python -m benchmarks.storage_vs_accuracy --sources real --teacher results/teachers/convnet.pt --no-committee \
@@ -176,23 +176,22 @@ def main(argv=None) -> int:
     a = parse_args(argv)
     torch.set_num_threads(a.threads)
     root = Path(a.out)
-    root.mkdir(parents=True, exist_ok=True)
     csv_path = root / "results.csv"
     done = {}
     if csv_path.exists():  # resume: rows already measured are kept
         for r in csv.DictReader(open(csv_path)):
             done[(r["source"], r["teacher"], r["codec"], int(r["S"]), r["schedule"], int(r["seed"]))] = r
+    if a.summarise_only:
+        if not done:
+            sys.exit(f"storage_vs_accuracy: error: {csv_path} has no measured runs to summarise")
+        return 0 if summarise(list(done.values()), a, root) is not None else 1
+    root.mkdir(parents=True, exist_ok=True)
     fields = ["source", "teacher", "codec", "S", "schedule", "seed", "label_bytes", "test_acc", "seconds", "mismatch"]
     new = not csv_path.exists()
     out = open(csv_path, "a", newline="")
     writer = csv.DictWriter(out, fieldnames=fields)
     if new:
         writer.writeheader()
-    if a.summarise_only:
-        out.close()
-        if not done:
-            sys.exit(f"storage_vs_accuracy: error: {csv_path} has no measured runs to summarise")
-        return 0 if summarise(list(done.values()), a, root) is not None else 1
     t0 = time.time()
     tpaths = teachers(a, root)
     Smax = max(a.S)
@@ -208,10 +207,10 @@ def main(argv=None) -> int:
                                         epochs=Smax, batch_size=a.batch_size, codec="dense16", mix=a.mix, threads=a.threads, device=a.device),
                           progress=False)
             for codec in a.codecs:
-                Ss = a.S if codec == "dense16" or a.codec_S is None else [s for s in a.S if s in a.codec_S]
+                Ss = a.S if codec == "dense16" else [s for s in a.S if s in a.codec_S]
                 for S in Ss:
                     for sched in a.schedules:
-                        if codec != "dense16" and a.codec_schedules is not None and sched not in a.codec_schedules:
+                        if codec != "dense16" and sched not in a.codec_schedules:
                             continue
                         if sched == "all-hard" and (S != min(a.S) or codec != a.codecs[0]):
                             continue  # hard labels ignore the stored ones: one run per seed

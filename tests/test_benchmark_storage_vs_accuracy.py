@@ -59,6 +59,7 @@ def test_summary_reports_a_missed_bytes_target(tmp_path, capsys):
 def test_summarise_only_needs_measured_runs(tmp_path):
     with pytest.raises(SystemExit, match="no measured runs"):
         sva.main(ARGS + ["--out", str(tmp_path / "empty")])
+    assert not (tmp_path / "empty").exists()  # nothing written that a later run would take for results
 
 
 def test_quick_preset_and_schedule_names():
