@@ -83,7 +83,8 @@ def parse_args(argv=None):
     p.add_argument("--model", default="convnet", help="student architecture")
     p.add_argument("--batch-size", type=int, default=20,
                    help="relabel batch size, hence the students' (soft steps replay whole stored batches)")
-    p.add_argument("--mix", default="none", choices=["cutmix", "none", "mixup"], help="relabel mixing")
+    p.add_argument("--mix", default="auto", choices=["auto", "cutmix", "none", "mixup"],
+                   help="relabel mixing; auto: none on real images, CutMix on recovered ones (measured best for each)")
     p.add_argument("--hard-mix", default="none", choices=["cutmix", "none", "mixup"],
                    help="mixing in the students' hard steps (all-hard, HALD's hard phase)")
     p.add_argument("--out", default="results/storage_vs_accuracy")
@@ -141,6 +142,15 @@ def image_set(source: str, a, root: Path, tpaths: list[Path]) -> Path:
                               iterations=a.recover_iterations, method="sre2l" if source == "sre2l" else "cvdd",
                               threads=a.threads, device=a.device, beton=False), progress=False)
     return path
+
+
+def relabel_mix(mix: str, source: str) -> str:
+    """`auto`: no mixing on real images, CutMix on recovered ones. A recovered image's teacher
+    output is nearly one-hot on any crop, so un-mixed labels carry little beyond the class
+    (SRe2L S=20 all-soft 46.5 -> 65.3 % with CutMix); on real images CutMix cost 8.8 points."""
+    if mix != "auto":
+        return mix
+    return "none" if source == "real" else "cutmix"
 
 
 def transcode(src: Path, dst: Path, S: int, codec: str) -> Path:
@@ -204,7 +214,8 @@ def main(argv=None) -> int:
         for tname, tlist in setups:
             base = root / "labels" / source / tname / f"S{Smax}-dense16.h5"
             lab = relabel(RelabelConfig(images=str(images), teachers=[str(t) for t in tlist], out=str(base),
-                                        epochs=Smax, batch_size=a.batch_size, codec="dense16", mix=a.mix, threads=a.threads, device=a.device),
+                                        epochs=Smax, batch_size=a.batch_size, codec="dense16", mix=relabel_mix(a.mix, source),
+                                        threads=a.threads, device=a.device),
                           progress=False)
             for codec in a.codecs:
                 Ss = a.S if codec == "dense16" else [s for s in a.S if s in a.codec_S]

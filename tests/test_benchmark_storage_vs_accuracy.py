@@ -66,6 +66,8 @@ def test_quick_preset_and_schedule_names():
     a = sva.parse_args(["--quick"])
     assert (a.sources, a.S, a.seeds, a.committee) == (["real"], [1, 5], 1, False) and a.out.endswith("-quick")
     assert sva.SCHEDULES["HALD-auto"] == "hald:hard=auto" and sva.SCHEDULES["drift-gated"] == "soft|drift"
+    assert [sva.relabel_mix("auto", s) for s in ("real", "sre2l", "cvdd")] == ["none", "cutmix", "cutmix"]
+    assert sva.relabel_mix("none", "sre2l") == "none"  # an explicit choice wins
     from loaders import parse_schedule
 
     for text in sva.SCHEDULES.values():  # every name the benchmark offers is a schedule the loader takes
