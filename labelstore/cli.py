@@ -1,13 +1,18 @@
 """The ``labelstore`` command line: inspect and verify label files (pack, budget, export: see docs/cli.md).
 
-Exit codes: 0 ok; 1 the file has problems (verify); 2 bad usage or a file that cannot be
-read, with a one-line reason on stderr.
+Exit codes, the same for every subcommand here and of ``distill`` (both go through
+:func:`run_command`): 0 ok; 1 a check that ran and failed (verify found damage, nothing fits
+the budget); 2 a usage or input error (a missing or unreadable file, a bad codec spec), with
+a one-line reason on stderr; 3 an internal error (a bug: the traceback is printed); 130
+interrupted.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import traceback
+from pathlib import Path
 
 from .errors import LabelStoreError
 
@@ -98,6 +103,7 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
 def cmd_verify(args) -> int:
     from .verify import verify_file
 
+    _check_is_label_file(args.file)
     report = verify_file(args.file, progress=not args.quiet and sys.stderr.isatty())
     for p in report.problems:
         print(f"BAD  {p}")
@@ -107,6 +113,40 @@ def cmd_verify(args) -> int:
         return 0
     print(f"{args.file}: {len(report.problems)} problem(s) found", file=sys.stderr)
     return 1
+
+
+def _check_is_label_file(path: str) -> None:
+    """LabelStoreError (exit 2) unless ``path`` is a readable file that starts as a label file.
+
+    verify's exit 1 means "this label file is damaged"; a wrong path, a folder, a file without
+    permission or another format altogether is an input error, so it is refused here first.
+    Damage past the signature (truncation, flipped bits, a broken header) is left to verify.
+    """
+    import numpy as np
+
+    from ._format import SUPPORTED_VERSIONS, USERBLOCK_DTYPE, USERBLOCK_MAGIC
+
+    p = Path(path)
+    if not p.exists():
+        if Path(f"{p}.partial").exists():
+            raise LabelStoreError(f"{p} is not finalized yet ({p}.partial holds an unfinished write): "
+                                  "resume the writer and finalize it, then verify")
+        raise LabelStoreError(f"no label file at {p}; check the path")
+    if p.is_dir():
+        raise LabelStoreError(f"{p} is a folder, not a label file; give the .h5 file")
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(USERBLOCK_DTYPE.itemsize)
+    except OSError as exc:
+        raise LabelStoreError(f"cannot read {p}: {exc.strerror}; check its permissions") from None
+    if head[: len(USERBLOCK_MAGIC)] != USERBLOCK_MAGIC:
+        raise LabelStoreError(f"{p} is not a labelstore label file (it does not start with the label-file "
+                              "signature); give a file written by labelstore")
+    if len(head) == USERBLOCK_DTYPE.itemsize:
+        version = int(np.frombuffer(head, USERBLOCK_DTYPE)[0]["version"])
+        if version not in SUPPORTED_VERSIONS:
+            raise LabelStoreError(f"{p} has format version {version}; this labelstore-kit reads "
+                                  f"{list(SUPPORTED_VERSIONS)}: upgrade labelstore-kit to verify it")
 
 
 _ARGS = {"inspect": _inspect_args, "verify": _verify_args}
@@ -139,8 +179,12 @@ def _load_plugins() -> None:
                 raise
 
 
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
 def run_command(prog: str, command: str, run, args) -> int:
-    """Run a subcommand; a LabelStoreError becomes its one-line message and exit code 2.
+    """Run a subcommand with the exit codes of docs/cli.md: a LabelStoreError becomes its
+    one-line message and exit 2 (or the error's ``exit_code``, 1 for a check that failed).
 
     Shared with the ``distill`` command line, so both tools fail the same way.
     """
@@ -148,10 +192,27 @@ def run_command(prog: str, command: str, run, args) -> int:
         return run(args)
     except LabelStoreError as exc:
         print(f"{prog} {command}: error: {exc}", file=sys.stderr)
-        return 2
+        return int(getattr(exc, "exit_code", EXIT_USAGE))
     except KeyboardInterrupt:
         print(f"{prog} {command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except OSError as exc:
+        if exc.filename is None:
+            return _bug(prog, command)
+        # a file the command was pointed at (or told to write) that the OS refuses: input error
+        where = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+        print(f"{prog} {command}: error: {where}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception:
+        # Python would exit 1 here, which reads as "a check failed": a crash gets its own code
+        return _bug(prog, command)
+
+
+def _bug(prog: str, command: str) -> int:
+    traceback.print_exc()
+    print(f"{prog} {command}: internal error (a bug in labelstore-kit: please report it with the traceback above)",
+          file=sys.stderr)
+    return EXIT_BUG
 
 
 def main(argv: list[str] | None = None) -> int:

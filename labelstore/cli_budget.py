@@ -19,7 +19,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, required=True)
     p.add_argument("--budget", required=True, help="bytes allowed, e.g. 285MB")
     p.add_argument("--sample", help="real teacher logits to measure fidelity on: .npy (n, C) or .npz with 'logits'")
-    p.add_argument("--codecs", help="comma-separated codec specs to consider (default: dense16, dense_q 8/6/4, topk 100..5, lowrank)")
+    p.add_argument("--codecs", help="codec specs to consider, separated by commas or ';', e.g. dense16,topk:k=10,step=0.0625 "
+                                    "(default: dense16, dense_q 8/6/4, topk 100..5, lowrank)")
     p.add_argument("--crops", choices=["explicit", "derived", "both"], default="both",
                    help="explicit: stored boxes and orders (imports); derived: re-drawn from the seed (zero bytes)")
     p.add_argument("--mix", choices=["cutmix", "mixup", "none"], default="cutmix")
@@ -44,6 +45,30 @@ def load_sample(path: str, num_classes: int) -> np.ndarray:
     return arr[:20_000]
 
 
+def split_codecs(text: str, num_classes: int) -> tuple[str, ...]:
+    """``--codecs`` as a tuple of specs, each checked (an unknown id or parameter is refused,
+    never dropped). Commas separate specs and a spec's parameters alike: a ``key=value`` piece
+    belongs to the spec before it (``topk:k=10,step=0.0625,dense16`` is two specs)."""
+    from .codecs.registry import known_codecs, parse_codec_spec
+
+    specs: list[str] = []
+    for piece in (x.strip() for x in text.split(";" if ";" in text else ",")):
+        if not piece:
+            continue
+        if specs and ":" in specs[-1] and ":" not in piece and "=" in piece:
+            specs[-1] += "," + piece
+        else:
+            specs.append(piece)
+    if not specs:
+        raise LabelStoreError(f"--codecs {text!r} names no codec; give e.g. dense16,topk:k=10 (known codecs: {known_codecs()})")
+    for spec in specs:
+        try:
+            parse_codec_spec(spec, num_classes)
+        except LabelStoreError as exc:
+            raise LabelStoreError(f"--codecs: {exc}") from None
+    return tuple(specs)
+
+
 def run(args) -> int:
     from . import budget as B
     from .pack import parse_size
@@ -51,13 +76,14 @@ def run(args) -> int:
     for name in ("images", "classes", "epochs", "batch_size"):
         if getattr(args, name) < 1:
             raise LabelStoreError(f"--{name.replace('_', '-')} must be positive")
+    # checked before any work, so a typo fails at once
+    codecs = split_codecs(args.codecs, args.classes) if args.codecs is not None else B.DEFAULT_CODECS
     synthetic = args.sample is None
     sample = B.synthetic_sample(args.classes) if synthetic else load_sample(args.sample, args.classes)
     crop_bpr, mix_pb = B.drawn_costs(args.images, args.batch_size, args.image_size, args.mix)
     modes = {"explicit": crop_bpr, "derived": 0.0}
     if args.crops != "both":
         modes = {args.crops: modes[args.crops]}
-    codecs = tuple(s.strip() for s in args.codecs.split(";" if ";" in args.codecs else ",") if s.strip()) if args.codecs else B.DEFAULT_CODECS
     plan = B.plan(num_images=args.images, num_classes=args.classes, epochs=args.epochs, batch_size=args.batch_size,
                   budget=parse_size(args.budget), sample=sample, crop_bpr=modes, mix_per_batch=mix_pb, codecs=codecs,
                   tolerance=B.DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance,
