@@ -190,6 +190,79 @@ def test_user_errors_raise_labelstore_error():
             other.decode(data)
 
 
+EVERY_CODEC = ("dense16:level=3", "dense_q:bits=8,level=3", "lowrank:rank=16,step=0.5,k=1,top_step=0.03125,level=3",
+               "topk:k=10,step=0.03125,tail_temperature=20.0,level=3")
+
+
+@pytest.mark.parametrize("spec, want", [
+    ("topk:k=1O", ["topk: k must be an integer, got '1O'", "tail_temperature (number, default 20.0)"]),
+    ("topq:k=10", ["unknown codec 'topq' (did you mean topk?)", *EVERY_CODEC]),
+    ("topk=10", ["'topk=10' has no codec id before its parameters", "e.g. topk:k=10", *EVERY_CODEC]),
+    ("", ["empty codec spec", *EVERY_CODEC]),
+    ("topk:kk=10", ["topk has no parameter 'kk' (did you mean k?)", "k (integer, default 10)"]),
+    ("dense16:bits=8", ["dense16 has no parameter 'bits'", "level (integer, default 3)"]),
+    ("topk:", ["ends in ':'"]),
+    ("topk:k", ["bad codec parameter 'k'", "key=value"]),
+    ("topk:k=3,k=4", ["gives k twice"]),
+    ("topk:num_classes=3", ["sets num_classes"]),
+    ("topk:k=0", ["k must be at least 1, got 0"]),
+    ("topk:k=2.5", ["k must be an integer, got 2.5"]),
+    ("topk:k=true", ["k must be an integer, got True"]),
+    ("topk:step=0", ["step must be > 0", "step=0"]),
+    ("topk:step=nan", ["step must be a finite number, got nan"]),
+    ("topk:tail_temperature=-1", ["tail_temperature >= 0"]),
+    ("topk:tail_temperature=inf", ["tail_temperature must be a finite number"]),
+    ("dense_q:bits=5", ["bits must be 4, 6 or 8, got 5"]),
+    ("dense_q:bits=8.0", ["bits must be an integer, got 8.0"]),
+    ("dense16:level=23", ["level is the zstd level", "..22", "got 23"]),
+    ("dense_q:level=fast", ["level must be an integer, got 'fast'"]),
+    ("lowrank:rank=0", ["rank >= 1", "rank=0"]),
+    ("lowrank:k=-1", ["k >= 0", "k=-1"]),
+    ("lowrank:top_step=0", ["must be > 0"]),
+    ("lowrank:step=inf", ["step must be a finite number"]),
+])
+def test_bad_codec_specs_say_what_the_codecs_take(spec, want):
+    with pytest.raises(LabelStoreError) as exc:
+        parse_codec_spec(spec, 10)
+    for w in want:
+        assert w in str(exc.value)
+
+
+def test_constructors_and_configs_check_their_parameters():
+    # the same checks guard the Python constructors and the configs read from files
+    for make in (lambda: TopK(10, k="10"), lambda: TopK(10, kk=3), lambda: TopK(), lambda: TopK(1),
+                 lambda: TopK(10.5), lambda: DenseQ(10, bits=np.float64(8)), lambda: Dense16(10, 3, 4),
+                 lambda: LowRank(10, rank=None), lambda: get_codec({"id": "topk", "num_classes": 10, "kk": 1}),
+                 lambda: get_codec({"id": "dense_q", "num_classes": "10"})):
+        with pytest.raises(LabelStoreError, match="codec|num_classes"):
+            make()
+    # numpy scalars are numbers like any other (configs may carry them)
+    assert TopK(np.int64(10), k=np.int32(3), step=np.float32(0.5)).get_config()["k"] == 3
+    assert parse_codec_spec("topk:k=5,", 10) == TopK(10, k=5)  # a trailing comma is harmless
+    assert parse_codec_spec(" dense_q : bits = 4 ", 10) == DenseQ(10, bits=4)
+
+
+def test_known_codecs_come_from_the_classes(monkeypatch):
+    """A codec registered later is listed with its parameters and checked like the built-in ones."""
+    from labelstore.codecs import registry
+
+    class Sketch(LabelCodec):
+        codec_id = "sketch"
+
+        def __init__(self, num_classes: int, width: int = 64, decay: float = 0.5, level: int = 3):
+            super().__init__(num_classes)
+            self.width, self.decay, self.level = width, decay, level
+
+    monkeypatch.setitem(registry._REGISTRY, "sketch", Sketch)
+    with pytest.raises(LabelStoreError, match="sketch:width=64,decay=0.5,level=3"):
+        parse_codec_spec("skech", 10)
+    with pytest.raises(LabelStoreError, match="sketch: width must be an integer, got 'wide'"):
+        parse_codec_spec("sketch:width=wide", 10)
+    with pytest.raises(LabelStoreError, match="sketch has no parameter 'depth'"):
+        Sketch(10, depth=2)
+    assert parse_codec_spec("sketch:decay=1", 10).decay == 1
+
+
 @pytest.mark.parametrize("spec", SPECS)
 def test_corrupt_and_truncated_bytes_raise_labelstore_error(spec):
     codec = build(spec, 50)
