@@ -263,6 +263,14 @@ def test_known_codecs_come_from_the_classes(monkeypatch):
     assert parse_codec_spec("sketch:decay=1", 10).decay == 1
 
 
+def test_docs_list_every_codec_with_its_defaults():
+    from labelstore.codecs import registry
+
+    docs = (Path(__file__).parents[1] / "docs" / "codecs.md").read_text()
+    for cid in codec_ids():
+        assert f"`{registry._REGISTRY[cid].describe()}`" in docs, cid
+
+
 @pytest.mark.parametrize("spec", SPECS)
 def test_corrupt_and_truncated_bytes_raise_labelstore_error(spec):
     codec = build(spec, 50)
