@@ -29,9 +29,15 @@ def _squeeze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     p.add_argument("--no-augment", dest="augment", action="store_false", help="no random shift/flip")
+    p.add_argument("--no-flip", dest="flip", action="store_false",
+                   help="never mirror images (digits, text: a flip changes the class); recover and relabel follow")
     p.add_argument("--crop-scale", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
                    help="also RandomResizedCrop with this area range (teachers for relabel's crops)")
     p.add_argument("--image-size", type=int, default=None, help="resize image folders to this side")
+    p.add_argument("--test-data", default=None,
+                   help="a test set of its own (default: the data's test split; without one a held-out part)")
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction,
+                   help="share of each class held out as validation when the data has no test split (default %(default)s)")
     p.add_argument("--train-subset", type=int, default=None, help="train on a class-balanced subset")
     p.add_argument("--test-subset", type=int, default=None)
     p.add_argument("--max-steps", type=int, default=None, help="stop each model after this many steps")
@@ -54,15 +60,20 @@ def _recover_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--first-bn-mul", type=float, default=d.first_bn_mul, help="multiplier of the first BN layer")
     p.add_argument("--batch-size", type=int, default=None, help="images optimised together (default: classes)")
     p.add_argument("--crop-scale", type=float, nargs=2, default=None, metavar=("MIN", "MAX"))
-    p.add_argument("--no-flip", dest="flip", action="store_false")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="random flips (default: as the teachers were trained)")
     p.add_argument("--jitter", type=int, default=None, help="random roll in px (default: size // 14)")
     p.add_argument("--committee-size", type=int, default=d.committee_size, help="CV-DD teachers per image index")
     p.add_argument("--temperature", type=float, default=d.temperature, help="CV-DD weight temperature")
-    p.add_argument("--priors", type=float, nargs="+", default=None, help="CV-DD prior accuracies in %%")
+    p.add_argument("--priors", type=float, nargs="+", default=None,
+                   help="CV-DD prior accuracies in %% (default: the checkpoints' test or validation accuracy)")
     p.add_argument("--image-size", type=int, default=None, help="synthetic image side (default: first teacher's)")
-    p.add_argument("--data", default=d.data,
-                   help="data set whose class count the teachers must match; 'none' skips the check")
-    p.add_argument("--no-beton", dest="beton", action="store_false", help="do not write images.beton")
+    p.add_argument("--data", default=None,
+                   help="the teachers' data set, recorded for relabel and train (default: the one their checkpoints "
+                        "record; a spec is checked against them; 'none': no data set, e.g. pretrained teachers)")
+    p.add_argument("--beton", action=argparse.BooleanOptionalAction, default=None,
+                   help="write images.beton for --backend ffcv (default: only when the pixels outweigh FFCV's "
+                        "16.8 MB page padding)")
     _common(p)
 
 
@@ -81,10 +92,14 @@ def _relabel_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", default=None, help="bytes the label file may take, e.g. 300KB: picks epochs and codec")
     p.add_argument("--bn", choices=("eval", "batch"), default=d.bn,
                    help="teacher BatchNorm: eval (running stats) or batch (batch-specific stats, running stats untouched)")
-    p.add_argument("--priors", type=float, nargs="+", default=None, help="committee prior accuracies in %% (default: test_acc)")
+    p.add_argument("--priors", type=float, nargs="+", default=None,
+                   help="committee prior accuracies in %% (default: test_acc, else val_acc)")
     p.add_argument("--temperature", type=float, default=d.temperature, help="committee weights softmax(prior / T)")
     p.add_argument("--crop-size", type=int, default=None, help="crop output side (default: the images' side)")
-    p.add_argument("--crop-scale", type=float, nargs=2, default=d.crop_scale, metavar=("MIN", "MAX"))
+    p.add_argument("--crop-scale", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                   help="RandomResizedCrop area range (default: 0.5 1 up to 64 px images, else 0.08 1)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="flipped crops (default: as the teachers were trained)")
     p.add_argument("--mix", choices=("cutmix", "mixup", "none"), default=d.mix)
     p.add_argument("--backend", choices=("torch", "ffcv"), default=d.backend)
     p.add_argument("--drift-temperature", type=float, default=d.drift_temperature)
@@ -97,7 +112,10 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
     d = C()
     p.add_argument("--images", default=d.images, help="images.npz (default %(default)s)")
-    p.add_argument("--labels", default=d.labels, help="label file from `distill relabel` (default %(default)s)")
+    p.add_argument("--labels", default=None,
+                   help="label file from `distill relabel` (default runs/relabel/labels.h5; none for an all-hard schedule)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="default: the label file's; 100 for an all-hard schedule without one")
     p.add_argument("--out", dest="out_dir", default=d.out_dir, help="output folder (default %(default)s)")
     p.add_argument("--model", default=d.model, help="student architecture (default %(default)s)")
     p.add_argument("--schedule", default=d.schedule,
@@ -110,7 +128,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     p.add_argument("--hard-mix", choices=("cutmix", "mixup", "none"), default=d.hard_mix)
     p.add_argument("--backend", choices=("torch", "ffcv"), default=d.backend)
-    p.add_argument("--test-data", default=d.test_data, help="real test set ('none' skips testing)")
+    p.add_argument("--test-data", default=None,
+                   help="real test set (default: the data set recorded with the labels/images; 'none' skips testing)")
     p.add_argument("--test-subset", type=int, default=None)
     p.add_argument("--eval-every", type=int, default=d.eval_every, help="test every n epochs (0: only at the end)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
@@ -143,8 +162,9 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
     d = C(checkpoint="")
     p.add_argument("checkpoint", help="a checkpoint from `distill squeeze` / `distill train`, or efficientnet-lite0")
-    p.add_argument("--data", default=d.data)
-    p.add_argument("--split", default=d.split, choices=("train", "test"))
+    p.add_argument("--data", default=None, help="default: the data set recorded in the checkpoint")
+    p.add_argument("--split", default=None, choices=("train", "test", "validation"),
+                   help="default: the recorded one (test, or the validation part squeeze held out)")
     p.add_argument("--subset", type=int, default=None, help="evaluate on a class-balanced subset")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -176,8 +196,11 @@ def _run_squeeze(args: argparse.Namespace) -> int:
     import torch
 
     for p in paths:
-        acc = torch.load(p, map_location="cpu", weights_only=True).get("test_acc")
-        print(f"{p}  test_acc {acc:.4f}" if acc is not None else str(p))
+        meta = torch.load(p, map_location="cpu", weights_only=True)
+        key = "test_acc" if meta.get("test_acc") is not None else "val_acc"
+        acc = meta.get(key)
+        note = "" if key == "test_acc" else f" (validation: {meta['data']['holdout']['images']} held-out images)"
+        print(f"{p}  {key} {acc:.4f}{note}" if acc is not None else str(p))
     print(f"metrics: {paths[0].parent / 'metrics.csv'}")
     return 0
 
@@ -185,14 +208,12 @@ def _run_squeeze(args: argparse.Namespace) -> int:
 def _run_recover(args: argparse.Namespace) -> int:
     from distill.recover import RecoverConfig, recover
 
-    if args.data and args.data.lower() == "none":
-        args.data = None
     if args.crop_scale is not None:
         args.crop_scale = tuple(args.crop_scale)
     result = recover(RecoverConfig(**_fields(RecoverConfig, args)), progress=not args.quiet)
     print(f"{result['num_images']} images in {result['seconds']:.1f} s -> {result['images']}")
     print(f"preview: {result['preview']}  losses: {result['losses']}")
-    print(f"beton: {result['beton']}" if result["beton"] else "beton: not written (FFCV not installed)")
+    print(f"beton: {result['beton']} ({result['beton_note']})" if result["beton"] else f"beton: {result['beton_note']}")
     return 0
 
 
@@ -203,7 +224,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{result['checkpoint']} ({result['model']}) on {result['data']} {result['split']} "
+        split = {"all": "(all of it)", "validation": "validation part (held out of training)"}.get(
+            result["split"], result["split"] + " split")
+        print(f"{result['checkpoint']} ({result['model']}) on {result['data']} {split} "
               f"[{result['images']} images]: top-1 {result['accuracy']:.4f}")
     return 0
 
@@ -217,7 +240,8 @@ def _is_main() -> bool:
 def _run_relabel(args: argparse.Namespace) -> int:
     from distill.relabel import RelabelConfig, relabel
 
-    args.crop_scale = tuple(args.crop_scale)
+    if args.crop_scale is not None:
+        args.crop_scale = tuple(args.crop_scale)
     res = relabel(RelabelConfig(**_fields(RelabelConfig, args)), progress=not args.quiet)
     if not _is_main():  # under torchrun, rank 0 reports
         return 0
@@ -229,17 +253,17 @@ def _run_relabel(args: argparse.Namespace) -> int:
 def _run_train(args: argparse.Namespace) -> int:
     from distill.train import TrainConfig, train
 
-    if args.test_data and args.test_data.lower() == "none":
-        args.test_data = None
     res = train(TrainConfig(**_fields(TrainConfig, args)), progress=not args.quiet)
     if not _is_main():  # under torchrun, rank 0 reports
         return 0
     if res["checkpoint"] is None:
         print(f"stopped after epoch {res['epochs_done']}: {res['last']} (run again with --resume)")
         return 0
-    acc = res["test_acc"]
+    split = res["eval_split"]
+    acc = res.get({"validation": "val_acc"}.get(split, "test_acc"))
     print(f"student: {res['checkpoint']}  schedule {res['schedule']}  "
-          + (f"test top-1 {acc:.4f}  " if acc is not None else "") + f"{res['seconds']:.1f} s  metrics: {res['metrics']}")
+          + (f"{split} top-1 {acc:.4f}  " if acc is not None else "") + f"label bytes {res['label_bytes']:,}  "
+          + f"{res['seconds']:.1f} s  metrics: {res['metrics']}")
     return 0
 
 

@@ -1,4 +1,8 @@
-"""Top-1 accuracy of a model or checkpoint on a labelled test set."""
+"""Top-1 accuracy of a model or checkpoint on a labelled test set.
+
+By default on the data set recorded in the checkpoint (its test split, or the validation part
+squeeze held out of it); another data set must fit the recorded one (classes, channels, size).
+"""
 
 from __future__ import annotations
 
@@ -23,8 +27,8 @@ class EvaluateConfig:
     """Settings of `distill evaluate`."""
 
     checkpoint: str
-    data: str = "fashion-mnist"
-    split: str = "test"
+    data: str | None = None  # None: the data set recorded in the checkpoint
+    split: str | None = None  # None: the recorded one (test, or the held-out validation part)
     subset: int | None = None  # evaluate on a class-balanced subset of this many images
     batch_size: int = 500
     device: str = "cpu"
@@ -65,12 +69,33 @@ def accuracy(model: torch.nn.Module, ds: ImageDataset, mean: list[float], std: l
 
 def evaluate(cfg: EvaluateConfig, progress: bool = True) -> dict[str, Any]:
     """Accuracy of `cfg.checkpoint` on `cfg.data`/`cfg.split`; returns a result record."""
+    from distill.data import has_test_split
+    from distill.inputs import canonical_spec, check_fits_record, eval_set, match_channels, open_test_set, record_of
+
     model, meta = load_teacher(cfg.checkpoint, cfg.device)
-    ds = open_dataset(cfg.data, cfg.split, image_size=int(meta["image_size"]))
+    record = record_of(meta)
+    if cfg.data is None and record is None:
+        raise LabelStoreError(f"{cfg.checkpoint} records no data set (a pretrained model): name one with --data")
+    if cfg.data is None or (record is not None and canonical_spec(cfg.data) == record["spec"]):
+        ds, split = eval_set(record, cfg.split)
+        data = record["spec"]
+    else:  # another data set: it must be one the model can be scored on
+        size = record.get("image_size") if record else int(meta["image_size"])
+        if cfg.split == "validation":
+            raise LabelStoreError(f"--split validation is the part squeeze held out of the training data; "
+                                  f"{cfg.data} is not that data: use --split test or train")
+        if cfg.split is None:
+            ds, split = open_test_set(cfg.data, size), ("test" if has_test_split(cfg.data) else "all")
+        else:
+            ds, split = open_dataset(cfg.data, cfg.split, size), cfg.split
+        if record is not None:
+            check_fits_record(record, ds, "the data set")
+        data = cfg.data
+    ds = match_channels(ds, int(meta["in_channels"]))
+    check_data_fits(meta, ds, what="model")
     if cfg.subset:
         ds = ds.subset(cfg.subset, seed=cfg.seed)
-    check_data_fits(meta, ds, what="model")
     mean, std = meta.get("mean", [0.5] * ds.in_channels), meta.get("std", [0.5] * ds.in_channels)
     acc = accuracy(model, ds, mean, std, int(meta["image_size"]), cfg.batch_size, cfg.device, progress)
-    return {"checkpoint": str(Path(cfg.checkpoint)), "model": meta["model"], "data": cfg.data,
-            "split": cfg.split, "images": len(ds), "accuracy": acc}
+    return {"checkpoint": str(Path(cfg.checkpoint)), "model": meta["model"], "data": data,
+            "split": split, "images": len(ds), "accuracy": acc}

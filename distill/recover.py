@@ -26,7 +26,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from distill.config import write_config
-from distill.data import ImageDataset, open_dataset, save_npz
+from distill.data import ImageDataset, has_test_split, open_dataset, save_npz
+from distill.inputs import (check_fits_record, check_records_agree, data_record, default_crop_scale, prior_of,
+                            record_of)
 from distill.losses import BNStatsLoss
 from distill.models import check_class_count, load_teacher
 from labelstore.errors import LabelStoreError
@@ -51,18 +53,22 @@ class RecoverConfig:
     # batches are ~2x cheaper per image on CPU), else one image index (every class once)
     batch_size: int | None = None
     crop_scale: tuple[float, float] | None = None  # RandomResizedCrop scale; None = by image size
-    flip: bool = True
+    flip: bool | None = None  # random flips; None = as the teachers were trained (squeeze --no-flip)
     jitter: int | None = None  # random roll of up to this many px; None = image_size // 14
     committee_size: int = 2  # CV-DD: teachers per image index
     temperature: float = 5.0  # CV-DD: weights softmax(prior_acc[%] / T)
-    priors: list[float] | None = None  # CV-DD prior accuracies in %; None = checkpoints' test_acc
+    priors: list[float] | None = None  # CV-DD prior accuracies in %; None = checkpoints' test/val acc
     image_size: int | None = None  # synthetic image side; None = the first teacher's
-    data: str | None = "fashion-mnist"  # checked against the teachers' class count; None skips
+    # the teachers' data set, recorded for relabel/train; None = the one their checkpoints record,
+    # a spec = that one, checked against them; "none" = no data set (pretrained teachers)
+    data: str | None = None
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
     log_every: int = 10
-    beton: bool = True  # also write images.beton (needs FFCV and loaders.write_beton)
+    # also write images.beton (needs FFCV); None = only when the pixels outweigh FFCV's page
+    # padding (a beton of 100 8x8 images is 16.8 MB for 6.4 KB of pixels)
+    beton: bool | None = None
 
 
 @dataclass
@@ -93,7 +99,7 @@ def _load_teachers(cfg: RecoverConfig) -> list[Teacher]:
             bn = BNStatsLoss(model, cfg.first_bn_mul)
         except ValueError:
             raise LabelStoreError(f"teacher {spec} has no BatchNorm layer; BN matching needs one") from None
-        prior = cfg.priors[i] if cfg.priors else (100.0 * meta["test_acc"] if meta.get("test_acc") else None)
+        prior = cfg.priors[i] if cfg.priors else prior_of(meta)
         teachers.append(Teacher(spec, model, meta, bn, prior))
     first = teachers[0].meta
     for t in teachers[1:]:
@@ -102,9 +108,11 @@ def _load_teachers(cfg: RecoverConfig) -> list[Teacher]:
                                   f"{teachers[0].name} has {first['num_classes']}; a committee shares one label space")
         if int(t.meta["in_channels"]) != int(first["in_channels"]):
             raise LabelStoreError(f"teachers {teachers[0].name} and {t.name} take different channel counts")
+    if cfg.priors and len(cfg.priors) != len(teachers):
+        raise LabelStoreError(f"{len(cfg.priors)} priors for {len(teachers)} teachers; give one prior per teacher")
     if cfg.method == "cvdd" and any(t.prior is None for t in teachers):
         raise LabelStoreError("CV-DD needs a prior accuracy per teacher: give --priors (in %) for "
-                              "teachers whose checkpoint has no test accuracy")
+                              "teachers whose checkpoint has no test or validation accuracy")
     return teachers
 
 
@@ -129,6 +137,31 @@ def _augment(x: torch.Tensor, gen: torch.Generator, scale: tuple[float, float], 
     return x
 
 
+def resolved_flip(flip: bool | None, metas: list[dict[str, Any]]) -> bool:
+    """`flip`, or as the teachers were trained: off if any was trained without flips."""
+    if flip is not None:
+        return bool(flip)
+    return all(m.get("flip", True) for m in metas)
+
+
+def teachers_data(cfg_data: str | None, metas: list[dict[str, Any]], names: list[str]) -> dict[str, Any] | None:
+    """The data record the teachers share (checked between them and against `cfg_data` if given)."""
+    records = [(n, record_of(m)) for n, m in zip(names, metas)]
+    known = [(n, r) for n, r in records if r is not None]
+    for n, r in known[1:]:
+        check_records_agree(known[0][1], r, f"teacher {known[0][0]}", f"teacher {n}")
+    if cfg_data is not None and cfg_data.lower() == "none":
+        return None
+    if cfg_data is None:
+        return known[0][1] if known else None
+    ds = open_dataset(cfg_data, "train", known[0][1].get("image_size") if known else None)
+    for n, r in known:
+        check_fits_record(r, ds, "--data", fix=f"recover from teachers trained on it, or drop --data (teacher {n})")
+    for n, m in zip(names, metas):
+        check_class_count(m, ds.num_classes, cfg_data)
+    return known[0][1] if known else data_record(cfg_data, ds, evaluated_on="test" if has_test_split(cfg_data) else None)
+
+
 def resolved_batch_size(cfg: RecoverConfig, num_classes: int) -> int:
     """The batch size `cfg` means (see RecoverConfig.batch_size); CV-DD keeps one index per batch."""
     if cfg.batch_size:
@@ -151,7 +184,8 @@ def recover_images(cfg: RecoverConfig, teachers: list[Teacher], progress: bool =
     ref = teachers[0].meta
     num_classes, channels = int(ref["num_classes"]), int(ref["in_channels"])
     size = int(cfg.image_size or ref["image_size"])
-    scale = tuple(cfg.crop_scale) if cfg.crop_scale else ((0.5, 1.0) if size <= 64 else (0.08, 1.0))
+    scale = tuple(cfg.crop_scale) if cfg.crop_scale else default_crop_scale(size)
+    flip = resolved_flip(cfg.flip, [t.meta for t in teachers])
     jitter = cfg.jitter if cfg.jitter is not None else size // 14
     # The tensor lives in the first teacher's normalised space (SRe2L's parametrisation); each
     # teacher gets the pixels renormalised with its own constants and resized to its own size.
@@ -178,7 +212,7 @@ def recover_images(cfg: RecoverConfig, teachers: list[Teacher], progress: bool =
             lr = 0.5 * cfg.lr * (1 + math.cos(math.pi * it / cfg.iterations))  # cosine, as SRe2L
             for g in opt.param_groups:
                 g["lr"] = lr
-            xa = _augment(x, gen, scale, cfg.flip, jitter)
+            xa = _augment(x, gen, scale, flip, jitter)
             pixels = xa * ref_std + ref_mean
             total = ce_sum = bn_sum = 0.0
             for w, i in zip(weights.tolist(), members):
@@ -226,15 +260,28 @@ def save_grid(path: str | Path, images: np.ndarray, labels: np.ndarray, num_clas
     return path
 
 
-def _write_beton(path: Path, images: np.ndarray, labels: np.ndarray, num_classes: int,
-                 progress: bool) -> Path | None:
-    """Also write the images as an FFCV .beton when loaders has its writer (FFCV installed)."""
+# FFCV's DatasetWriter pads the header to one page and writes whole pages (8 MiB by default):
+# a beton is at least 2 pages, whatever the pixels. Below this many pixel bytes it is mostly padding.
+BETON_MIN_PIXEL_BYTES = 64 << 20
+
+
+def _maybe_beton(want: bool | None, path: Path, images: np.ndarray, labels: np.ndarray, num_classes: int,
+                 progress: bool) -> tuple[Path | None, str]:
+    """Write images.beton when asked (True), or when it pays (None); returns (path or None, why)."""
+    pixels = int(images.nbytes)
+    if want is False:
+        return None, "not written (--no-beton)"
+    if want is None and pixels < BETON_MIN_PIXEL_BYTES:
+        return None, (f"not written: {len(images)} images are {pixels:,} B of pixels and FFCV pads a beton to "
+                      "at least 16.8 MB; the torch backend reads the .npz (--beton writes one anyway)")
     try:
         from loaders import write_beton
     except ImportError:  # no FFCV here: the .npz is the output
-        return None
+        if want:
+            raise LabelStoreError("--beton needs FFCV: pip install -e '.[ffcv]'") from None
+        return None, "not written (FFCV not installed)"
     write_beton(images, path, labels=labels, num_classes=num_classes, progress=progress)
-    return path
+    return path, f"{path.stat().st_size:,} B for {pixels:,} B of pixels"
 
 
 def recover(cfg: RecoverConfig, progress: bool = True) -> dict[str, Any]:
@@ -244,26 +291,27 @@ def recover(cfg: RecoverConfig, progress: bool = True) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     teachers = _load_teachers(cfg)
     num_classes = int(teachers[0].meta["num_classes"])
-    if cfg.data:
-        test = open_dataset(cfg.data, "test")
-        for t in teachers:
-            check_class_count(t.meta, test.num_classes, cfg.data)
+    data = teachers_data(cfg.data, [t.meta for t in teachers], [t.name for t in teachers])
     t0 = time.time()
     images, labels, rows = recover_images(cfg, teachers, progress)
     seconds = time.time() - t0
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    npz = save_npz(out / "images.npz", ImageDataset(images, labels, num_classes, "recovered"))
+    names = (data or {}).get("class_names") or teachers[0].meta.get("class_names")
+    npz = save_npz(out / "images.npz", ImageDataset(images, labels, num_classes, "recovered", names))
     grid = save_grid(out / "preview.png", images, labels, num_classes)
     with open(out / "losses.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    beton = _write_beton(out / "images.beton", images, labels, num_classes, progress) if cfg.beton else None
+    beton, beton_note = _maybe_beton(cfg.beton, out / "images.beton", images, labels, num_classes, progress)
+    size = int(cfg.image_size or teachers[0].meta["image_size"])
     write_config(npz, "recover", cfg, teachers=[t.meta.get("model") for t in teachers],
                  priors=[t.prior for t in teachers], seconds=round(seconds, 2),
-                 batch_size=resolved_batch_size(cfg, num_classes))
+                 batch_size=resolved_batch_size(cfg, num_classes), data=data,
+                 crop_scale=list(cfg.crop_scale or default_crop_scale(size)),
+                 flip=resolved_flip(cfg.flip, [t.meta for t in teachers]))
     for t in teachers:
         t.bn.remove()
-    return {"images": npz, "preview": grid, "losses": out / "losses.csv", "beton": beton,
-            "num_images": len(images), "seconds": seconds}
+    return {"images": npz, "preview": grid, "losses": out / "losses.csv", "beton": beton, "beton_note": beton_note,
+            "num_images": len(images), "seconds": seconds, "data": data}

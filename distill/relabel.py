@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from distill.config import write_config
 from distill.data import ImageDataset, load_npz
 from distill.models import check_class_count, load_teacher
-from distill.recover import committee_weights
+from distill.inputs import check_records_agree, default_crop_scale, images_record, prior_of, warn_small_crops
+from distill.recover import committee_weights, resolved_flip, teachers_data
 from labelstore import CropPolicy, LabelFile, LabelWriter, MixPolicy, draw_crops, draw_mix, draw_order
 from labelstore.errors import LabelStoreError
 
@@ -50,10 +51,11 @@ class RelabelConfig:
     codec: str = "dense16"  # ignored with a budget (the planner picks it)
     budget: str | None = None  # e.g. "300KB"
     bn: str = "eval"  # "eval" or "batch" (train-mode BN, running statistics untouched)
-    priors: list[float] | None = None  # committee priors in %; None = the checkpoints' test accuracy
+    priors: list[float] | None = None  # committee priors in %; None = the checkpoints' test (or val) accuracy
     temperature: float = 10.0  # committee weights softmax(prior / T) (CV-DD relabels with T=10)
     crop_size: int | None = None  # output side of a crop; None = the images' side
-    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_scale: tuple[float, float] | None = None  # None = recover's rule: 0.5-1 up to 64 px, else 0.08-1
+    flip: bool | None = None  # flipped crops; None = as the teachers were trained (squeeze --no-flip)
     mix: str = "cutmix"  # "cutmix", "mixup" or "none" (SRe2L relabels CutMix-ed crops)
     backend: str = "torch"  # "torch" (TorchBackend, no workers) or "ffcv" (needs images.beton)
     drift_temperature: float = 1.0
@@ -130,10 +132,10 @@ def load_committee(specs: list[str], ds: ImageDataset, bn: str = "eval", priors:
         weights = [1.0]
     else:
         if priors is None:
-            if any(m.get("test_acc") is None for m in metas):
+            if any(prior_of(m) is None for m in metas):
                 raise LabelStoreError("a committee needs a prior accuracy per teacher: give --priors (in %) "
-                                      "for teachers whose checkpoint has no test accuracy")
-            priors = [100.0 * float(m["test_acc"]) for m in metas]
+                                      "for teachers whose checkpoint has no test or validation accuracy")
+            priors = [prior_of(m) for m in metas]
         if len(priors) != len(specs):
             raise LabelStoreError(f"{len(priors)} priors for {len(specs)} teachers; give one prior per teacher")
         weights = committee_weights(list(priors), temperature).tolist()
@@ -159,7 +161,8 @@ def make_backend(kind: str, ds: ImageDataset, images_path: str | Path):
             raise LabelStoreError("--backend ffcv needs FFCV: pip install -e '.[ffcv]' (or use --backend torch)") from None
         beton = Path(images_path).with_suffix(".beton")
         if not beton.exists():
-            raise LabelStoreError(f"--backend ffcv needs {beton} (distill recover writes it); or use --backend torch")
+            raise LabelStoreError(f"--backend ffcv needs {beton} (`distill recover --beton` writes it); "
+                                  "or use --backend torch")
         return FFCVBackend(beton)
     raise LabelStoreError(f"unknown backend {kind!r}; use 'torch' or 'ffcv'")
 
@@ -211,6 +214,15 @@ def plan_budget(budget: int, *, sample: np.ndarray, num_images: int, num_classes
     return plan, chosen
 
 
+def _data_of(images: str, metas: list[dict], teachers: list[str]) -> dict | None:
+    """The data record of the images (recover's config), else the teachers'; they must agree."""
+    theirs = teachers_data(None, metas, [str(t) for t in teachers])
+    mine = images_record(images)
+    if mine is not None and theirs is not None:
+        check_records_agree(mine, theirs, f"the images {images} were recovered from teachers that", "the teachers")
+    return mine if mine is not None else theirs
+
+
 def _existing(out: Path, fingerprint: str, cfg_key: dict) -> bool:
     """True when `out` is a finished label file of this run (reuse it); refuse one for other images."""
     with LabelFile(out) as f:
@@ -256,7 +268,13 @@ def _relabel(cfg: RelabelConfig, progress: bool, ctx) -> dict[str, Any]:
     gray = ds.in_channels == 1 and all(int(m["in_channels"]) == 1 for m in committee.metas)
     input_kw = dict(mean=committee.mean, std=committee.std, device=ctx.device, gray=gray)
     side = int(cfg.crop_size or ds.image_size)
-    crop = CropPolicy(size=(side, side), scale=tuple(cfg.crop_scale))
+    # crops are drawn from the source images: their side decides what a crop of a given area shows
+    scale = tuple(cfg.crop_scale) if cfg.crop_scale else default_crop_scale(ds.image_size)
+    if main:
+        warn_small_crops(ds.image_size, scale, "relabel")
+    flip = resolved_flip(cfg.flip, committee.metas)
+    crop = CropPolicy(size=(side, side), scale=scale, flip_prob=0.5 if flip else 0.0)
+    data = _data_of(cfg.images, committee.metas, cfg.teachers)
     mix = MixPolicy(cfg.mix)
     out = Path(cfg.out)
     fingerprint = backend.fingerprint
@@ -264,11 +282,11 @@ def _relabel(cfg: RelabelConfig, progress: bool, ctx) -> dict[str, Any]:
     key = {"images": str(cfg.images), "teacher": teacher_desc, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
            "codec": None if cfg.budget else cfg.codec, "budget": cfg.budget, "crop": crop.to_dict(), "mix": cfg.mix,
            "seed": cfg.seed, "mean": committee.mean[:1] if gray else committee.mean,
-           "std": committee.std[:1] if gray else committee.std, "gray": gray}
+           "std": committee.std[:1] if gray else committee.std, "gray": gray, "data": data}
     key = json.loads(json.dumps(key))
     # every rank reads the same files here, before anyone writes: they all take the same branch
     if out.exists() and not cfg.force and _existing(out, fingerprint, key):
-        if progress:
+        if main:  # a message, not progress: --quiet keeps it
             print(f"relabel: {out} is already complete for these settings; reusing it (--force relabels)")
         return _summary(out, ds, cfg, None, None, t0, reused=True, progress=progress, main=main)
     if out.exists() and not cfg.force:
@@ -300,9 +318,8 @@ def _relabel(cfg: RelabelConfig, progress: bool, ctx) -> dict[str, Any]:
         else:
             plan, chosen = _plan()
             codec, stored = chosen.codec, chosen.stored_epochs  # the fitted codec object (lowrank is fitted on the sample)
-        if progress:
+        if main:  # the plan is the result of --budget, not progress: --quiet shows it too
             print(plan.table())
-        if main:
             print(f"relabel: budget {budget:,} B -> {chosen.codec_spec}, {stored} of {cfg.epochs} epochs stored, "
                   f"predicted {chosen.predicted_bytes:,} B (rule: highest fidelity that fits; ties -> more epochs)")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,10 @@
 """`distill squeeze`: train one or several teachers on the real training set.
 
 Each teacher becomes a checkpoint (state_dict + model name + num_classes + in_channels +
-image size + normalisation + test accuracy) with its resolved config beside it, and every
-epoch of every teacher is a row of `metrics.csv`.
+image size + normalisation + accuracy + the record of its data set) with its resolved config
+beside it, and every epoch of every teacher is a row of `metrics.csv`. A source without a
+test split (an .npz, a folder without train/ and test/) is evaluated on a class-balanced
+validation part held out of it (`val_acc`), never on the images it trained on.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from tqdm.auto import tqdm
 from distill.config import write_config
 from distill.data import ImageDataset, open_dataset, to_tensor
 from distill.evaluate import accuracy
+from distill.data import has_test_split
+from distill.inputs import check_fits_record, data_record, eval_name, holdout_split, open_test_set
 from distill.models import build_model, canonical_name, save_checkpoint
 from labelstore.errors import LabelStoreError
 
@@ -42,11 +46,14 @@ class SqueezeConfig:
     weight_decay: float = 5e-4
     warmup_frac: float = 0.05  # linear warm-up, then cosine decay to zero, per step
     label_smoothing: float = 0.0
-    augment: bool = True  # random shift (pad 2) + horizontal flip
+    augment: bool = True  # random shift (pad 2) + horizontal flip (unless flip=False)
+    flip: bool = True  # off where a mirror image is another class (digits, text); recorded for relabel
     # also RandomResizedCrop with this area range (teachers that will label such crops: relabel's
     # default 0.08-1 crops of 28 px images are far from anything shift+flip shows a teacher)
     crop_scale: tuple[float, float] | None = None
     image_size: int | None = None  # resize an image folder to this; None keeps the data's size
+    test_data: str | None = None  # a test set of its own; None: the data's test split, else a held-out part
+    val_fraction: float = 0.1  # share of each class held out as validation when there is no test split
     train_subset: int | None = None  # class-balanced subset of the training set (quick runs)
     test_subset: int | None = None
     max_steps: int | None = None  # stop each model after this many steps (quick runs, tests)
@@ -69,7 +76,7 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator, pad: int = 2, flip: boo
 
 
 def random_resized_crop(x: torch.Tensor, gen: torch.Generator, scale: tuple[float, float],
-                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3), flip: bool = True) -> torch.Tensor:
     """A RandomResizedCrop (+ flip) per image, batched as one affine grid_sample (bilinear)."""
     n = x.shape[0]
     area = scale[0] + (scale[1] - scale[0]) * torch.rand(n, generator=gen)
@@ -78,7 +85,7 @@ def random_resized_crop(x: torch.Tensor, gen: torch.Generator, scale: tuple[floa
     h = torch.sqrt(area / torch.exp(logr)).clamp(max=1.0)
     cx = (1 - w) * (2 * torch.rand(n, generator=gen) - 1)  # centre in [-1, 1] coordinates
     cy = (1 - h) * (2 * torch.rand(n, generator=gen) - 1)
-    flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+    flip = torch.where(torch.rand(n, generator=gen) < (0.5 if flip else 0.0), -1.0, 1.0)
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = w * flip, cx, h, cy
     grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
@@ -95,8 +102,9 @@ def _lr_at(step: int, total: int, base: float, warmup_frac: float) -> float:
 
 def train_model(model: torch.nn.Module, train: ImageDataset, test: ImageDataset, cfg: SqueezeConfig,
                 mean: list[float], std: list[float], name: str = "model",
-                progress: bool = True) -> list[dict[str, Any]]:
-    """Train `model` in place with SGD + warm-up/cosine; one metrics row per epoch."""
+                progress: bool = True, eval_key: str = "test_acc") -> list[dict[str, Any]]:
+    """Train `model` in place with SGD + warm-up/cosine; one metrics row per epoch, its accuracy
+    on `test` under `eval_key` (test_acc, or val_acc for a held-out part)."""
     dev = torch.device(cfg.device)
     model.to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
@@ -120,9 +128,9 @@ def train_model(model: torch.nn.Module, train: ImageDataset, test: ImageDataset,
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             x = to_tensor(train.images[idx], mean, std)
             if cfg.augment:
-                x = augment_batch(x, gen)
+                x = augment_batch(x, gen, flip=cfg.flip)
             if cfg.crop_scale is not None:
-                x = random_resized_crop(x, gen, tuple(cfg.crop_scale))
+                x = random_resized_crop(x, gen, tuple(cfg.crop_scale), flip=cfg.flip)
             x, y = x.to(dev), torch.from_numpy(train.labels[idx]).to(dev)
             for group in opt.param_groups:
                 group["lr"] = _lr_at(step, total, cfg.lr, cfg.warmup_frac)
@@ -143,14 +151,37 @@ def train_model(model: torch.nn.Module, train: ImageDataset, test: ImageDataset,
             test_acc = accuracy(model, test, mean, std, device=cfg.device, progress=progress)
         rows.append({"model": name, "epoch": epoch + 1, "steps": step,
                      "train_loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen),
-                     "test_acc": test_acc, "seconds": round(time.time() - t0, 2)})
+                     eval_key: test_acc, "seconds": round(time.time() - t0, 2)})
         if progress:
             tqdm.write(f"squeeze {name}: epoch {epoch + 1} train_loss {rows[-1]['train_loss']:.4f} "
                        f"train_acc {rows[-1]['train_acc']:.4f}"
-                       + (f" test_acc {test_acc:.4f}" if test_acc is not None else ""))
+                       + (f" {eval_key} {test_acc:.4f}" if test_acc is not None else ""))
         if last:
             break
     return rows
+
+
+def _splits(cfg: SqueezeConfig) -> tuple[ImageDataset, ImageDataset, dict[str, Any]]:
+    """(training images, evaluation images, data record): the source's test split, the given
+    --test-data (checked against the training data), or a class-balanced held-out part."""
+    full = open_dataset(cfg.data, "train", cfg.image_size)
+    if cfg.test_data is not None:
+        record = data_record(cfg.data, full, evaluated_on="test", image_size=cfg.image_size, test_spec=cfg.test_data)
+        test = open_test_set(cfg.test_data, cfg.image_size)
+        check_fits_record(record, test, "the test set")
+        return full, test, record
+    if has_test_split(cfg.data):
+        test = open_dataset(cfg.data, "test", cfg.image_size)
+        record = data_record(cfg.data, full, evaluated_on="test", image_size=cfg.image_size)
+        check_fits_record(record, test, f"the test split of {cfg.data}")
+        return full, test, record
+    tr, val = holdout_split(full.labels, cfg.val_fraction, cfg.seed)
+    hold = {"fraction": cfg.val_fraction, "seed": cfg.seed, "images": len(val)}
+    record = data_record(cfg.data, full, evaluated_on="validation", holdout=hold, image_size=cfg.image_size)
+    print(f"squeeze: {cfg.data} has no test split; holding out {len(val)} of its {len(full)} images "
+          f"({cfg.val_fraction:.0%} of each class) as validation, reported as val_acc "
+          "(--test-data gives a real test set)", flush=True)
+    return full.subset(indices=tr), full.subset(indices=val), record
 
 
 def squeeze(cfg: SqueezeConfig, progress: bool = True) -> list[Path]:
@@ -160,10 +191,7 @@ def squeeze(cfg: SqueezeConfig, progress: bool = True) -> list[Path]:
     names = [canonical_name(m) for m in cfg.models]
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    train = open_dataset(cfg.data, "train", cfg.image_size)
-    test = open_dataset(cfg.data, "test", cfg.image_size)
-    if train.num_classes != test.num_classes or train.images.shape[1:] != test.images.shape[1:]:
-        raise LabelStoreError(f"train and test splits of {cfg.data} differ in classes or image shape")
+    train, test, record = _splits(cfg)
     train = train.subset(cfg.train_subset, seed=cfg.seed)
     test = test.subset(cfg.test_subset, seed=cfg.seed)
     mean, std = train.channel_stats()  # normalisation goes into every checkpoint
@@ -174,15 +202,17 @@ def squeeze(cfg: SqueezeConfig, progress: bool = True) -> list[Path]:
         torch.manual_seed(cfg.seed + i)
         stem = name if names.count(name) == 1 else f"{name}-{i}"
         model = build_model(name, train.num_classes, train.in_channels, train.image_size)
-        rows = train_model(model, train, test, cfg, mean, std, stem, progress)
-        test_acc = rows[-1]["test_acc"]
+        key = eval_name(record["evaluated_on"])
+        rows = train_model(model, train, test, cfg, mean, std, stem, progress, eval_key=key)
+        acc = rows[-1][key]
+        # test_acc stays None without a real test set: CV-DD priors then read val_acc, named so
         meta = {"model": name, "num_classes": train.num_classes, "in_channels": train.in_channels,
-                "image_size": train.image_size, "mean": mean, "std": std, "test_acc": test_acc,
-                "data": cfg.data, "class_names": train.class_names, "epochs": rows[-1]["epoch"],
+                "image_size": train.image_size, "mean": mean, "std": std, **{"test_acc": None, key: acc},
+                "data": record, "class_names": train.class_names, "flip": cfg.flip, "epochs": rows[-1]["epoch"],
                 "steps": rows[-1]["steps"]}
         path = save_checkpoint(out / f"{stem}.pt", model, meta)
-        write_config(path, "squeeze", cfg, model=name, test_acc=test_acc,
-                     train_images=len(train), test_images=len(test))
+        write_config(path, "squeeze", cfg, model=name, **{key: acc}, data=record,
+                     train_images=len(train), eval_images=len(test))
         all_rows += rows
         paths.append(path)
     with open(out / "metrics.csv", "w", newline="") as f:

@@ -3,9 +3,12 @@
 Any schedule of `loaders.schedules` (`hald`, `soft`, `hard`, `soft:75,hard:150,soft:75`,
 `...|drift`, `blend:...`) through `loaders.ReplayLoader`; the defaults are the papers'
 (AdamW lr 1e-3, cosine per step, KL at T=4 for Fashion-MNIST — T=20 is the ImageNet default —,
-label smoothing 0.1 and CutMix in hard steps, HALD's label pool without replacement). The
-student is tested on the real test set; every epoch is a row of `metrics.csv`; `last.pt`
-holds what a resumed run needs; the resolved config is written beside the checkpoint.
+label smoothing 0.1 and CutMix in hard steps, HALD's label pool without replacement). An
+all-hard schedule needs no label file (`distill.hardsteps`). The student is tested on the
+real data set recorded with its inputs (label file, else images config) — its test split, or
+the validation part squeeze held out —, or on `--test-data`, which must fit that data set;
+every epoch is a row of `metrics.csv`; `last.pt` holds what a resumed run needs; the resolved
+config is written beside the checkpoint.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ import torch
 from tqdm.auto import tqdm
 
 from distill.config import config_dict, write_config
-from distill.data import ImageDataset, load_npz, open_dataset
+from distill.data import ImageDataset, load_npz
 from distill.evaluate import accuracy
-from distill.models import build_model, check_class_count, save_checkpoint
-from labelstore import LabelFile, MixPolicy
+from distill.inputs import (canonical_spec, check_fits_record, data_record, default_crop_scale, eval_name, eval_set,
+                            images_record, match_channels, open_test_set)
+from distill.models import build_model, save_checkpoint
+from labelstore import CropPolicy, LabelFile, MixPolicy
 from labelstore.errors import LabelStoreError
 
 __all__ = ["TrainConfig", "train", "input_settings", "test_set_for"]
@@ -37,7 +42,8 @@ class TrainConfig:
     """Settings of `distill train`."""
 
     images: str = "runs/recover/images.npz"
-    labels: str = "runs/relabel/labels.h5"
+    # label file from relabel; None: runs/relabel/labels.h5, or none at all for an all-hard schedule
+    labels: str | None = None
     out_dir: str = "runs/train"
     model: str = "convnet"
     schedule: str = "hald"
@@ -49,8 +55,10 @@ class TrainConfig:
     label_smoothing: float = 0.1
     hard_mix: str = "cutmix"  # mixing in hard steps: cutmix | mixup | none
     backend: str = "torch"  # torch (TorchBackend, no workers: fastest for 100 small images) | ffcv
-    test_data: str | None = "fashion-mnist"
+    # real test set; None: the data set recorded with the labels / images; "none": no testing
+    test_data: str | None = None
     test_subset: int | None = None
+    batch_size: int | None = None  # None: the label file's (soft steps replay its batches); 100 without one
     eval_every: int = 0  # test accuracy every n epochs (0: only at the end)
     checkpoint_every: int = 25  # write last.pt every n epochs (and at the end)
     resume: bool = False
@@ -60,23 +68,46 @@ class TrainConfig:
     threads: int | None = None
 
 
-def input_settings(labels: LabelFile, ds: ImageDataset) -> dict[str, Any]:
+DEFAULT_LABELS = "runs/relabel/labels.h5"  # relabel's default output
+HARD_BATCH_SIZE = 100  # relabel's default batch size, so a hard student batches as a relabelled one would
+
+
+def input_settings(labels: LabelFile | None, ds: ImageDataset) -> dict[str, Any]:
     """mean/std/gray the teacher saw (stored by `distill relabel`); the images' own stats otherwise."""
-    rec = labels.user_attrs.get("relabel") or {}
+    rec = (labels.user_attrs.get("relabel") or {}) if labels is not None else {}
     if "mean" in rec:
         return {"mean": list(rec["mean"]), "std": list(rec["std"]), "gray": bool(rec.get("gray", False))}
     mean, std = ds.channel_stats()
     return {"mean": mean, "std": std, "gray": ds.in_channels == 1}
 
 
-def test_set_for(spec: str, num_classes: int, in_channels: int, subset: int | None, seed: int) -> ImageDataset:
-    """The real test split of `spec`, class count checked, channels matched to the student."""
-    test = open_dataset(spec, "test")
-    check_class_count({"num_classes": num_classes}, test.num_classes, spec, what="student")
-    test = test.subset(subset, seed=seed)
-    if test.in_channels == 1 and in_channels == 3:
-        test = ImageDataset(np.repeat(test.images, 3, axis=-1), test.labels, test.num_classes, test.name)
-    return test
+def test_set_for(spec: str | None, record: dict | None, ds: ImageDataset, images: str, in_channels: int,
+                 subset: int | None, seed: int) -> tuple[ImageDataset | None, str | None]:
+    """(test images, split) the student is scored on: `spec`, else the data set `record` names;
+    (None, None) for spec "none". A test set must fit the training data (classes, channels, size)."""
+    if spec is not None and spec.lower() == "none":
+        return None, None
+    if spec is None:
+        if record is None:
+            raise LabelStoreError(
+                f"no data set is recorded with {images} (nor with its labels), so there is no test set to score "
+                "the student on: pass --test-data <the real test set> (or --test-data none)")
+        test, split = eval_set(record)
+    elif record is not None and canonical_spec(spec) == record["spec"]:
+        test, split = eval_set(record)  # the training data named again: its test split or held-out part
+    else:
+        test, split = open_test_set(spec, (record or {}).get("image_size")), "test"
+        ref = record or data_record(images, ds, evaluated_on="test")
+        check_fits_record(ref, test, "the test set")
+    return match_channels(test.subset(subset, seed=seed), in_channels), split
+
+
+def _images_config(images: str) -> dict[str, Any]:
+    """What recover wrote beside the images (data record, flip rule); {} for images made otherwise."""
+    from distill.config import config_path_for, read_config
+
+    path = config_path_for(images)
+    return read_config(path) if path.exists() else {}
 
 
 def _lr_at(step: int, total: int, base: float) -> float:
@@ -109,7 +140,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
 def _train(cfg: TrainConfig, progress: bool, ctx) -> dict[str, Any]:
     from distill.distributed import barrier
     from distill.relabel import make_backend
-    from loaders import ReplayLoader
+    from distill.hardsteps import HardSteps
+    from loaders import ReplayLoader, parse_schedule
 
     main = ctx.is_main
     progress = progress and main
@@ -119,31 +151,46 @@ def _train(cfg: TrainConfig, progress: bool, ctx) -> dict[str, Any]:
         torch.set_num_threads(cfg.threads)
     if not Path(cfg.images).exists():
         raise LabelStoreError(f"image file {cfg.images} does not exist; make it with `distill recover`")
-    if not Path(cfg.labels).exists():
-        raise LabelStoreError(f"label file {cfg.labels} does not exist; make it with `distill relabel`")
+    all_hard = parse_schedule(cfg.schedule).for_labels(1).label_epochs(cfg.epochs) == 0
+    label_path = cfg.labels if cfg.labels is not None else (None if all_hard else DEFAULT_LABELS)
+    if label_path is not None and not Path(label_path).exists():
+        raise LabelStoreError(f"label file {label_path} does not exist; make it with `distill relabel`"
+                              + ("" if cfg.labels is not None else " (or name it with --labels)"))
     ds = load_npz(cfg.images)
-    labels = LabelFile(cfg.labels)
-    if labels.num_classes != ds.num_classes:
+    labels = LabelFile(label_path) if label_path is not None else None
+    if labels is not None and labels.num_classes != ds.num_classes:
         raise LabelStoreError(f"the label file has {labels.num_classes} classes, the images {ds.num_classes}")
     backend = make_backend(cfg.backend, ds, cfg.images)
     inp = input_settings(labels, ds)
-    side = int(labels.crop_policy.size[0])
     in_ch = 1 if inp["gray"] else 3
-    loader = ReplayLoader(labels, backend, cfg.schedule, epochs=cfg.epochs, temperature=cfg.temperature,
-                          mean=inp["mean"], std=inp["std"], gray=inp["gray"], device=device, seed=cfg.seed,
-                          pool=cfg.pool, label_smoothing=cfg.label_smoothing, hard_mix=MixPolicy(cfg.hard_mix),
-                          labels_of_images=ds.labels)  # under torch.distributed it shards by rank itself
-    test = None
-    if cfg.test_data and main:  # only rank 0 tests
-        test = test_set_for(cfg.test_data, ds.num_classes, in_ch, cfg.test_subset, cfg.seed)
+    shared = dict(epochs=cfg.epochs, label_smoothing=cfg.label_smoothing, hard_mix=MixPolicy(cfg.hard_mix),
+                  seed=cfg.seed, mean=inp["mean"], std=inp["std"], gray=inp["gray"], device=device)
+    if labels is not None:
+        side = int(labels.crop_policy.size[0])
+        loader = ReplayLoader(labels, backend, cfg.schedule, temperature=cfg.temperature, pool=cfg.pool,
+                              batch_size=cfg.batch_size, labels_of_images=ds.labels, **shared)  # shards by rank itself
+        record = (labels.user_attrs.get("relabel") or {}).get("data") or images_record(cfg.images)
+    else:  # all hard: fresh crops drawn as relabel would draw them for these images, no label file
+        side, img_cfg = ds.image_size, _images_config(cfg.images)
+        flip = img_cfg.get("flip", True)  # recover records the teachers' flip rule
+        crop = CropPolicy(size=(side, side), scale=default_crop_scale(side), flip_prob=0.5 if flip else 0.0)
+        loader = HardSteps(backend, ds.labels, ds.num_classes, parse_schedule(cfg.schedule), crop=crop,
+                           batch_size=cfg.batch_size or HARD_BATCH_SIZE, **shared)
+        record = img_cfg.get("data")
+    # every rank resolves (and so refuses) the test set alike; only rank 0 scores the student
+    test, split = test_set_for(cfg.test_data, record, ds, cfg.images, in_ch, cfg.test_subset, cfg.seed)
+    acc_key = eval_name(split) if split else "test_acc"
+    test = test if main else None
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, ds.num_classes, in_ch, side).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    label_bytes = Path(cfg.labels).stat().st_size
-    key = _resume_key(cfg, labels.image_fingerprint, label_bytes)
+    # what the student learned from: an all-hard schedule reads no stored label, whatever file it was given
+    label_bytes = 0 if all_hard else Path(label_path).stat().st_size
+    stored_epochs = labels.num_epochs if labels is not None else 0
+    key = _resume_key(cfg, getattr(backend, "fingerprint", None), label_bytes)
     steps_per_epoch = len(loader)
     total = steps_per_epoch * cfg.epochs
     start_epoch, step, rows, elapsed = 0, 0, [], 0.0
@@ -156,12 +203,13 @@ def _train(cfg: TrainConfig, progress: bool, ctx) -> dict[str, Any]:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start_epoch, step, rows, elapsed = state["epoch"], state["step"], json.loads(state["rows"]), state["seconds"]
-        if progress:
+        if main:  # a message, not progress: --quiet keeps it
             print(f"train: resuming {last} at epoch {start_epoch} of {cfg.epochs}")
     dist_kw = {"world_size": ctx.world_size} if ctx.active else {}
     if main:
         write_config(out / "student.pt", "train", cfg, schedule=str(loader.schedule), label_bytes=label_bytes,
-                     stored_epochs=labels.num_epochs, batch_size=loader.batch_size, input=inp, **dist_kw)
+                     stored_epochs=stored_epochs, batch_size=loader.batch_size, input=inp, labels=label_path,
+                     data=record, eval_split=split, **dist_kw)
     net = model  # what the steps run: the model itself, or its DDP wrapper (checkpoints hold the model)
     if ctx.active:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -199,7 +247,7 @@ def _train(cfg: TrainConfig, progress: bool, ctx) -> dict[str, Any]:
         if test is not None and (final or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
             test_acc = accuracy(model, test, inp["mean"], inp["std"], side, device=device, progress=False)
         rows.append({"epoch": epoch + 1, "kind": "+".join(sorted(kinds)), "steps": step, "loss": loss_sum / max(n, 1),
-                     "lr": lr, "drift_gated": gated / seen if seen else "", "test_acc": "" if test_acc is None else test_acc,
+                     "lr": lr, "drift_gated": gated / seen if seen else "", acc_key: "" if test_acc is None else test_acc,
                      "seconds": round(time.time() - t0, 2)})
         bar.set_postfix(loss=f"{loss_sum / max(n, 1):.3f}", kind=rows[-1]["kind"],
                         **({"test": f"{test_acc:.3f}"} if test_acc is not None else {}))
@@ -209,31 +257,34 @@ def _train(cfg: TrainConfig, progress: bool, ctx) -> dict[str, Any]:
     bar.close()
     barrier(ctx)  # every rank returns after rank 0 wrote last.pt and metrics.csv
     seconds = time.time() - t0
+    summary = {"metrics": out / "metrics.csv", "seconds": seconds, "schedule": str(loader.schedule),
+               "label_bytes": label_bytes, "stored_epochs": stored_epochs, "last": last, "model": model,
+               "eval_split": split, "test_acc": None}
     if end < cfg.epochs:
-        labels.close()
-        if progress:
+        if labels is not None:
+            labels.close()
+        if main:
             print(f"train: stopped after epoch {end} of {cfg.epochs}; {last} holds the state (--resume continues)")
-        return {"checkpoint": None, "last": last, "metrics": out / "metrics.csv", "test_acc": None,
-                "seconds": seconds, "schedule": str(loader.schedule), "label_bytes": label_bytes,
-                "stored_epochs": labels.num_epochs, "epochs_done": end, "model": model}
-    test_acc = next((r["test_acc"] for r in reversed(rows) if r["test_acc"] != ""), None)
+        return {**summary, "checkpoint": None, "epochs_done": end}
+    acc = next((r.get(acc_key) for r in reversed(rows) if r.get(acc_key, "") != ""), None)
+    # named for what it is: test_acc only on a real test set (val_acc on the part squeeze held out)
+    accs = {"test_acc": None, acc_key: acc}
     meta = {"model": cfg.model, "num_classes": ds.num_classes, "in_channels": in_ch, "image_size": side,
-            "mean": inp["mean"], "std": inp["std"], "test_acc": test_acc, "data": cfg.test_data,
+            "mean": inp["mean"], "std": inp["std"], **accs, "data": record, "test_data": cfg.test_data,
             "schedule": str(loader.schedule), "epochs": cfg.epochs, "label_bytes": label_bytes}
     ckpt = out / "student.pt"
     if main:
         ckpt = save_checkpoint(ckpt, model, meta)
         write_config(ckpt, "train", cfg, schedule=str(loader.schedule), label_bytes=label_bytes,
-                     stored_epochs=labels.num_epochs, batch_size=loader.batch_size, input=inp, test_acc=test_acc,
-                     seconds=round(seconds, 2), **dist_kw)
+                     stored_epochs=stored_epochs, batch_size=loader.batch_size, input=inp, labels=label_path,
+                     data=record, eval_split=split, **accs, seconds=round(seconds, 2), **dist_kw)
     barrier(ctx)  # student.pt exists when any rank returns
-    labels.close()
-    if progress and test_acc is not None:
-        print(f"train: {loader.schedule}: test top-1 {test_acc:.4f} after {cfg.epochs} epochs "
+    if labels is not None:
+        labels.close()
+    if progress and acc is not None:
+        print(f"train: {loader.schedule}: {split} top-1 {acc:.4f} after {cfg.epochs} epochs "
               f"({seconds:.1f} s) -> {ckpt}")
-    return {"checkpoint": ckpt, "metrics": out / "metrics.csv", "test_acc": test_acc, "seconds": seconds,
-            "schedule": str(loader.schedule), "label_bytes": label_bytes, "stored_epochs": labels.num_epochs,
-            "last": last, "epochs_done": cfg.epochs, "model": model}
+    return {**summary, **accs, "checkpoint": ckpt, "epochs_done": cfg.epochs}
 
 
 def _all_reduce(values: list[float], device: str) -> list[float]:

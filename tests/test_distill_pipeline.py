@@ -89,14 +89,15 @@ def test_committee_weights_follow_cvdd():
 
 def test_class_count_mismatch_is_clear(tmp_path):
     pytest.importorskip("efficientnet_lite_pytorch")
-    cfg = RecoverConfig(teachers=["efficientnet-lite0"], out_dir=str(tmp_path), iterations=1)
+    # no data set is recorded with a pretrained teacher: the check is against the one named
+    cfg = RecoverConfig(teachers=["efficientnet-lite0"], out_dir=str(tmp_path), iterations=1, data="fashion-mnist")
     with pytest.raises(LabelStoreError, match="teacher has 1000 classes, data set fashion-mnist has 10"):
         recover(cfg, progress=False)
 
 
 def test_cvdd_needs_priors(tmp_path):
     pytest.importorskip("efficientnet_lite_pytorch")
-    cfg = RecoverConfig(teachers=["efficientnet-lite0"], out_dir=str(tmp_path), method="cvdd", data=None)
+    cfg = RecoverConfig(teachers=["efficientnet-lite0"], out_dir=str(tmp_path), method="cvdd", data="none")
     with pytest.raises(LabelStoreError, match="--priors"):
         recover(cfg, progress=False)
 
