@@ -77,7 +77,7 @@ def check_records_agree(a: dict[str, Any], b: dict[str, Any], what_a: str, what_
     (c, ch, hw, names), (c2, ch2, hw2, names2) = _shape(a), _shape(b)
     if (c, ch, hw) != (c2, ch2, hw2) or (names and names2 and list(names) != list(names2)):
         raise LabelStoreError(
-            f"{what_a} was trained on {a['spec']} ({_describe(c, ch, hw)}), {what_b} on {b['spec']} "
+            f"{what_a} belongs to {a['spec']} ({_describe(c, ch, hw)}), {what_b} to {b['spec']} "
             f"({_describe(c2, ch2, hw2)}{'' if not names2 else ', classes ' + _short(names2)}); "
             "use inputs made from one data set")
 
@@ -110,8 +110,8 @@ def eval_set(record: dict[str, Any], split: str | None = None) -> tuple[ImageDat
     images the model was trained on (without the held-out part)."""
     split = split or record.get("evaluated_on")
     if split is None:
-        raise LabelStoreError(f"the model was trained on {record['spec']}, which has no test split, and no part of "
-                              "it was held out (an older checkpoint): give a real test set (--data / --test-data)")
+        raise LabelStoreError(f"the recorded data set {record['spec']} has no test split and no part of it was held "
+                              "out (squeeze holds one out since records began): give a real test set (--data / --test-data)")
     spec, size = record["spec"], record.get("image_size")
     if split == "test":
         if record.get("test_spec"):  # squeeze --test-data: a test set of its own

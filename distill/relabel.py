@@ -219,7 +219,7 @@ def _data_of(images: str, metas: list[dict], teachers: list[str]) -> dict | None
     theirs = teachers_data(None, metas, [str(t) for t in teachers])
     mine = images_record(images)
     if mine is not None and theirs is not None:
-        check_records_agree(mine, theirs, f"the images {images} were recovered from teachers that", "the teachers")
+        check_records_agree(mine, theirs, f"the images {images}", "the teachers")
     return mine if mine is not None else theirs
 
 
