@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from distill.config import write_config
 from distill.data import ImageDataset, has_test_split, open_dataset, save_npz
 from distill.inputs import (check_fits_record, check_records_agree, data_record, default_crop_scale, prior_of,
-                            record_of)
+                            record_of, warn_small_crops)
 from distill.losses import BNStatsLoss
 from distill.models import check_class_count, load_teacher
 from labelstore.errors import LabelStoreError
@@ -186,6 +186,7 @@ def recover_images(cfg: RecoverConfig, teachers: list[Teacher], progress: bool =
     size = int(cfg.image_size or ref["image_size"])
     scale = tuple(cfg.crop_scale) if cfg.crop_scale else default_crop_scale(size)
     flip = resolved_flip(cfg.flip, [t.meta for t in teachers])
+    warn_small_crops(size, scale, "recover")
     jitter = cfg.jitter if cfg.jitter is not None else size // 14
     # The tensor lives in the first teacher's normalised space (SRe2L's parametrisation); each
     # teacher gets the pixels renormalised with its own constants and resized to its own size.

@@ -25,7 +25,8 @@ from distill.config import write_config
 from distill.data import ImageDataset, open_dataset, to_tensor
 from distill.evaluate import accuracy
 from distill.data import has_test_split
-from distill.inputs import check_fits_record, data_record, eval_name, holdout_split, open_test_set
+from distill.inputs import (check_fits_record, data_record, eval_name, holdout_split, open_test_set,
+                            warn_small_crops)
 from distill.models import build_model, canonical_name, save_checkpoint
 from labelstore.errors import LabelStoreError
 
@@ -194,6 +195,8 @@ def squeeze(cfg: SqueezeConfig, progress: bool = True) -> list[Path]:
     train, test, record = _splits(cfg)
     train = train.subset(cfg.train_subset, seed=cfg.seed)
     test = test.subset(cfg.test_subset, seed=cfg.seed)
+    if cfg.crop_scale is not None:
+        warn_small_crops(train.image_size, tuple(cfg.crop_scale), "squeeze")
     mean, std = train.channel_stats()  # normalisation goes into every checkpoint
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@ uses the data set recorded with its inputs, never Fashion-MNIST by default, and 
 measured. Small real teachers (convnet-w16, one thread: at 8 px two threads only contend)."""
 
 import csv
+import warnings
 
 import numpy as np
 import pytest
@@ -125,6 +126,19 @@ def test_relabel_crops_and_flips_fit_small_digit_images(images, teachers, labels
                               epochs=1, batch_size=10, crop_scale=(0.08, 1.0), flip=True, threads=1), progress=False)
     with LabelFile(tmp_path / "s.h5") as f:
         assert f.crop_policy.scale == (0.08, 1.0) and f.crop_policy.flip_prob == 0.5
+
+
+def test_every_stage_warns_of_crops_of_a_few_pixels(teachers, digits, tmp_path):
+    with pytest.warns(UserWarning, match="squeeze: crop scale 0.08-1 on 8 px images draws crops down to 2.0 px"):
+        squeeze(SqueezeConfig(out_dir=str(tmp_path / "sq"), data=digits["npz"], models=["convnet-w16"], max_steps=1,
+                              crop_scale=(0.08, 1.0), threads=1), progress=False)
+    with pytest.warns(UserWarning, match="recover: crop scale 0.1-1"):
+        recover(RecoverConfig(teachers=[teachers[0]], out_dir=str(tmp_path / "r"), ipc=1, iterations=1,
+                              crop_scale=(0.1, 1.0), threads=1), progress=False)
+    with warnings.catch_warnings():  # the defaults fit 8 px images: 0.5-1 keeps crops at 4.9 px or more
+        warnings.simplefilter("error")
+        recover(RecoverConfig(teachers=[teachers[0]], out_dir=str(tmp_path / "d"), ipc=1, iterations=1, threads=1),
+                progress=False)
 
 
 def test_quiet_hides_progress_not_the_budget_plan(images, teachers, tmp_path, capsys):
