@@ -297,8 +297,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     args = build_parser().parse_args(argv)
-    return run_command("distill", args.command, _COMMANDS[args.command][2], args)
+
+    def _show(message, category, *_, **__) -> None:  # one line, like errors, not a source-code excerpt
+        text = str(message).removeprefix(f"{args.command}: ")
+        print(f"distill {args.command}: warning: {text}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = _show
+        return run_command("distill", args.command, _COMMANDS[args.command][2], args)
 
 
 if __name__ == "__main__":

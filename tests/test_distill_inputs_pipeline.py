@@ -128,6 +128,16 @@ def test_relabel_crops_and_flips_fit_small_digit_images(images, teachers, labels
         assert f.crop_policy.scale == (0.08, 1.0) and f.crop_policy.flip_prob == 0.5
 
 
+
+def test_the_cli_prints_a_warning_as_one_line(images, teachers, tmp_path, capsys):
+    assert main(["relabel", "--images", str(images["images"]), "--teachers", teachers[0], "--out",
+                 str(tmp_path / "w.h5"), "--epochs", "1", "--batch-size", "10", "--crop-scale", "0.08", "1",
+                 "--threads", "1", "--quiet"]) == 0
+    assert capsys.readouterr().err == ("distill relabel: warning: crop scale 0.08-1 on 8 px images draws crops down "
+                                       "to 2.0 px a side, which show almost nothing of the image; --crop-scale 0.5 1 "
+                                       "keeps them at 4.9 px or more\n")
+
+
 def test_every_stage_warns_of_crops_of_a_few_pixels(teachers, digits, tmp_path):
     with pytest.warns(UserWarning, match="squeeze: crop scale 0.08-1 on 8 px images draws crops down to 2.0 px"):
         squeeze(SqueezeConfig(out_dir=str(tmp_path / "sq"), data=digits["npz"], models=["convnet-w16"], max_steps=1,
