@@ -204,9 +204,9 @@ def plan_budget(budget: int, *, sample: np.ndarray, num_images: int, num_classes
     plan.budget = budget
     try:
         chosen = plan.chosen
-    except LabelStoreError:
+    except LabelStoreError as e:
         smallest = min(plan.configs, key=lambda c: c.predicted_bytes)
-        raise LabelStoreError(
+        raise type(e)(  # the planner's kind of error (a failed check), with relabel's numbers
             f"budget {budget:,} B is too small for even one stored epoch of {num_images} images x {num_classes} "
             f"classes: the smallest configuration ({smallest.codec_spec}, {smallest.stored_epochs} epoch) needs "
             f"{smallest.predicted_bytes + slack:,} B; raise --budget"
