@@ -4,9 +4,9 @@ Public API: :class:`LabelWriter` and :class:`LabelFile` (write / read a label se
 codecs, the crop/order/mix policies and their draw functions, and the one error type.
 Importable without torch.
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from .errors import LabelStoreError
+from .errors import CheckFailed, LabelStoreError
 from .codecs import LabelCodec, codec_ids, get_codec, parse_codec_spec, register_codec
 from .crops import CropPolicy, Mix, MixPolicy, draw_crops, draw_mix, draw_order
 from .fingerprint import FingerprintBuilder, check_fingerprint, image_set_fingerprint
@@ -16,7 +16,7 @@ from .verify import verify_file
 from .merge import merge_shards
 
 __all__ = [
-    "LabelStoreError", "LabelCodec", "codec_ids", "get_codec", "parse_codec_spec", "register_codec",
+    "LabelStoreError", "CheckFailed", "LabelCodec", "codec_ids", "get_codec", "parse_codec_spec", "register_codec",
     "CropPolicy", "Mix", "MixPolicy", "draw_crops", "draw_mix", "draw_order",
     "FingerprintBuilder", "check_fingerprint", "image_set_fingerprint",
     "LabelWriter", "logits_from_probs", "Batch", "LabelFile", "verify_file", "merge_shards",

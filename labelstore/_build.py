@@ -18,6 +18,7 @@ from ._format import (
     EXPLICIT,
     FORMAT_NAME,
     FORMAT_VERSION,
+    HDF5_LIBVER,
     USERBLOCK_DTYPE,
     USERBLOCK_MAGIC,
     USERBLOCK_SIZE,
@@ -30,10 +31,16 @@ META_KEYS = (
     "crops", "orders", "mix", "crop_policy", "mix_policy", "source", "source_temperature",
     "teacher", "codec", "user_attrs", "created", "labelstore_version",
 )
+META_KEYS_ADDED = {2: ("pixels",)}  # keys a format version added to the checksummed set
+
+
+def meta_keys(version: int) -> tuple[str, ...]:
+    return META_KEYS + tuple(k for v, keys in META_KEYS_ADDED.items() if version >= v for k in keys)
 
 
 def meta_crc32(meta: dict) -> int:
-    return zlib.crc32(json.dumps({k: meta[k] for k in META_KEYS}, sort_keys=True).encode())
+    keys = meta_keys(int(meta.get("format_version", 1)))
+    return zlib.crc32(json.dumps({k: meta[k] for k in keys}, sort_keys=True).encode())
 
 
 def build_file(path: Path, header: dict, codec, image_sizes, epochs, entries, read_chunk, source_dir) -> None:
@@ -81,12 +88,13 @@ def _write_hdf5(tmp: Path, header, codec, image_sizes, epochs, entries, read_chu
     epoch_rows = np.zeros(num_epochs, EPOCH_DTYPE)
     order_keys = sorted(entries)
     chunk_rows = np.zeros(len(order_keys), CHUNK_DTYPE)
+    stored = np.bincount(np.asarray([e for e, _ in order_keys], np.int64), minlength=num_epochs)
     first = 0
     for e in range(num_epochs):
         bs = epochs[e][0]
         nb = -(-header["num_images"] // bs)
-        epoch_rows[e] = (bs, nb, first)
-        first += nb
+        epoch_rows[e] = (bs, nb, first, stored[e])
+        first += int(stored[e])
     offset = 0
     for i, key in enumerate(order_keys):
         en = entries[key]
@@ -113,8 +121,9 @@ def _write_hdf5(tmp: Path, header, codec, image_sizes, epochs, entries, read_chu
         "user_attrs": json.dumps(header["attrs"], sort_keys=True),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "labelstore_version": __version__,
+        "pixels": json.dumps(header.get("pixels"), sort_keys=True),
     }
-    with h5py.File(tmp, "w", userblock_size=USERBLOCK_SIZE, libver="latest") as f:
+    with h5py.File(tmp, "w", userblock_size=USERBLOCK_SIZE, libver=HDF5_LIBVER) as f:
         for k, v in meta.items():
             f.attrs[k] = v
         f.attrs["meta_crc32"] = np.uint32(meta_crc32(meta))
@@ -139,6 +148,30 @@ def _write_hdf5(tmp: Path, header, codec, image_sizes, epochs, entries, read_chu
             g = f.create_group("codec_arrays")
             for k, v in arrays.items():
                 g.create_dataset(k, data=v, chunks=True, fletcher32=True)
+
+
+def skeleton_nbytes(header: dict, codec_arrays: dict, image_sizes, epochs: dict, batches: list[tuple[int, int, int]]) -> int:
+    """Bytes a finished file with these tables and codec arrays takes beyond its chunk data,
+    measured by writing one with filler data (what the budget planner adds to the chunk bytes).
+
+    ``batches``: (epoch, batch, records) of every stored chunk.
+    """
+    import tempfile
+
+    from ._journal import BatchEntry
+
+    per = max(64, -(-4096 // max(len(batches), 1)))  # filler: enough that HDF5 treats /data as large raw data
+    entries = {(e, b): BatchEntry(e, b, n, per, 0, 0, 0) for e, b, n in batches}
+
+    class _Arrays:  # the one codec method the file writer calls
+        def get_arrays(self):
+            return codec_arrays
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "skeleton.h5"
+        _write_hdf5(path, header, _Arrays(), image_sizes, epochs, entries, lambda entry: bytes(entry.label_nbytes))
+        _seal(path)
+        return path.stat().st_size - per * len(entries)
 
 
 def file_crc32(fh, head_without_crc: bytes) -> int:

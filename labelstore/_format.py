@@ -5,8 +5,14 @@ Every multi-byte value is little-endian. The layout is specified in docs/format.
 import numpy as np
 
 FORMAT_NAME = "labelstore"
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+FORMAT_VERSION = 2
+# 1: every stored epoch complete. 2 adds /epochs.num_stored (an epoch may hold a subset of its
+# batches: LPLD's label pools end in a partial epoch) and the `pixels` root attribute.
+SUPPORTED_VERSIONS = (1, 2)
+
+# The oldest HDF5 file-format version the files are written with: HDF5 1.10 (Debian 12's
+# h5ls/h5dump, MATLAB, older h5py) reads them; "latest" objects made those tools fail.
+HDF5_LIBVER = ("earliest", "v110")
 
 # The HDF5 user block (ignored by HDF5 itself) carries a small header of our own: it lets us
 # detect truncation on open and check the whole file without trusting HDF5's structures.
@@ -30,14 +36,18 @@ CHUNK_DTYPE = np.dtype(
     ]
 )
 
-# One row per stored epoch.
+# One row per stored epoch (format 2). The epoch's chunk rows are /chunks[first_chunk :
+# first_chunk + num_stored], sorted by batch; a complete epoch has num_stored == num_batches.
 EPOCH_DTYPE = np.dtype(
     [
         ("batch_size", "<u4"),
-        ("num_batches", "<u4"),
-        ("first_chunk", "<u8"),  # row of its batch 0 in /chunks
+        ("num_batches", "<u4"),  # batches the epoch has: ceil(num_images / batch_size)
+        ("first_chunk", "<u8"),  # row of its first stored batch in /chunks
+        ("num_stored", "<u4"),  # batches of it the file holds
     ]
 )
+# Format 1 had no num_stored: every epoch complete.
+EPOCH_DTYPE_V1 = np.dtype([("batch_size", "<u4"), ("num_batches", "<u4"), ("first_chunk", "<u8")])
 
 # How crops, orders and mixing are obtained: re-derived from the seed, or stored.
 DERIVED = "derived"

@@ -22,6 +22,7 @@ _MAGIC = b"LSJ1"
 _FRAME = struct.Struct("<4sBxxxQI")  # magic, kind, pad, payload length, crc32(payload)
 KIND_EPOCH = 1
 KIND_BATCH = 2
+KIND_PRESENT = 3  # the batches a partial epoch will hold (absent: all of them)
 _EPOCH = struct.Struct("<IIB")  # epoch, batch_size, has_order
 _BATCH = struct.Struct("<IIIIII")  # epoch, batch, n, label/crop/mix nbytes
 
@@ -66,10 +67,12 @@ class Journal:
             ) from None
         return header, arrays
 
-    def scan(self) -> tuple[dict[int, tuple[int, np.ndarray | None]], list[BatchEntry]]:
-        """Read every complete frame; cut a torn tail. Returns epochs and batch entries."""
+    def scan(self) -> tuple[dict[int, tuple[int, np.ndarray | None]], list[BatchEntry], dict[int, np.ndarray]]:
+        """Read every complete frame; cut a torn tail. Returns epochs, batch entries and the
+        declared batches of partial epochs."""
         epochs: dict[int, tuple[int, np.ndarray | None]] = {}
         batches: list[BatchEntry] = []
+        present: dict[int, np.ndarray] = {}
         good_end = 0
         with open(self.log_path, "rb") as fh:
             data_len = os.fstat(fh.fileno()).st_size
@@ -90,6 +93,9 @@ class Journal:
                 elif kind == KIND_BATCH:
                     e, b, n, ln, cn, mn = _BATCH.unpack_from(payload)
                     batches.append(BatchEntry(e, b, n, ln, cn, mn, body + _BATCH.size))
+                elif kind == KIND_PRESENT:
+                    (e,) = struct.unpack_from("<I", payload)
+                    present[e] = np.frombuffer(payload, "<u4", offset=4).astype(np.int64)
                 else:
                     break
                 pos = body + length
@@ -97,7 +103,7 @@ class Journal:
         if good_end != data_len:  # torn or garbage tail from a killed writer: drop it
             with open(self.log_path, "r+b") as fh:
                 fh.truncate(good_end)
-        return epochs, batches
+        return epochs, batches, present
 
     # -- appending ----------------------------------------------------------------------
     def _append(self, kind: int, payload: bytes) -> int:
@@ -126,6 +132,9 @@ class Journal:
         if order is not None:
             payload += np.asarray(order, "<u4").tobytes()
         self._append(KIND_EPOCH, payload)
+
+    def append_present(self, epoch: int, batches: np.ndarray) -> None:
+        self._append(KIND_PRESENT, struct.pack("<I", epoch) + np.asarray(batches, "<u4").tobytes())
 
     def append_batch(self, epoch: int, batch: int, n: int, label: bytes, crop: bytes, mix: bytes) -> BatchEntry:
         head = _BATCH.pack(epoch, batch, n, len(label), len(crop), len(mix))

@@ -22,14 +22,15 @@ from pathlib import Path
 import numpy as np
 
 from . import _chunk
-from .codecs import LabelCodec, codec_ids, parse_codec_spec
+from .codecs import LabelCodec, parse_codec_spec
 from .crops import CropPolicy, MixPolicy, draw_crops, draw_mix
-from .errors import LabelStoreError
+from .errors import CheckFailed, LabelStoreError
 from .fidelity import Fidelity, codec_fidelity
 
 DEFAULT_CODECS = ("dense16", "dense_q:bits=8", "dense_q:bits=6", "dense_q:bits=4",
                   "topk:k=100", "topk:k=50", "topk:k=20", "topk:k=10", "topk:k=5", "lowrank")
 POOL_FRACTIONS = (1.0, 1 / 2, 1 / 4, 1 / 10, 1 / 20, 1 / 30, 1 / 40)  # LPLD's 10/20/30/40x among them
+LABEL_MARGIN = 1.01
 DEFAULT_TOLERANCE = 1e-3  # nats of KL at T=20 below which two configurations count as equally faithful
 
 
@@ -63,7 +64,7 @@ class Plan:
             if c.chosen:
                 return c
         smallest = min(self.configs, key=lambda c: c.predicted_bytes)
-        raise LabelStoreError(
+        raise CheckFailed(
             f"no configuration fits {self.budget:,} B: the smallest ({smallest.codec_spec}, "
             f"{smallest.stored_epochs} epoch(s), {smallest.crops} crops) needs {smallest.predicted_bytes:,} B; "
             "raise the budget or store fewer images"
@@ -84,31 +85,20 @@ class Plan:
 
 # -- fixed costs ---------------------------------------------------------------------------
 @lru_cache(maxsize=64)
-def _overhead(num_images: int, epochs: int, batch_size: int, explicit: bool, header_json: str, codec_array_bytes: int) -> int:
+def _overhead(num_images: int, epochs: int, batch_size: int, explicit: bool, header_json: str, arrays_spec: tuple) -> int:
     """Bytes a label file of this structure takes beyond its chunk data, measured by writing a
-    skeleton with the real tables (epochs, chunk rows, orders, image sizes) and filler data."""
+    skeleton with the real tables (epochs, chunk rows, orders, image sizes) and the codec's
+    arrays in their real shapes and dtypes (each HDF5 dataset has its own fixed cost)."""
     import json
 
-    from ._build import _seal, _write_hdf5
-    from ._journal import BatchEntry
+    from ._build import skeleton_nbytes
 
-    header = json.loads(header_json)
     nb = -(-num_images // batch_size)
-    per = max(64, -(-4096 // max(nb * epochs, 1)))  # filler: enough that HDF5 treats /data as large raw data
     order = np.arange(num_images) if explicit else None
-    ep = {e: (batch_size, order) for e in range(epochs)}
-    entries = {(e, b): BatchEntry(e, b, min(batch_size, num_images - b * batch_size), per, 0, 0, 0)
-               for e in range(epochs) for b in range(nb)}
-
-    class _Codec:
-        def get_arrays(self):
-            return {"filler": np.zeros(codec_array_bytes, np.uint8)} if codec_array_bytes else {}
-
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "skeleton.h5"
-        _write_hdf5(path, header, _Codec(), np.zeros((num_images, 2), np.uint32), ep, entries, lambda entry: bytes(entry.label_nbytes))
-        _seal(path)
-        return path.stat().st_size - per * len(entries)
+    sizes = [(e, b, min(batch_size, num_images - b * batch_size)) for e in range(epochs) for b in range(nb)]
+    arrays = {name: np.zeros(shape, dtype) for name, shape, dtype in arrays_spec}
+    return skeleton_nbytes(json.loads(header_json), arrays, np.zeros((num_images, 2), np.uint32),
+                           {e: (batch_size, order) for e in range(epochs)}, sizes)
 
 
 def _header(num_classes: int, num_images: int, explicit: bool, codec: LabelCodec, attrs: dict | None = None,
@@ -123,28 +113,36 @@ def _header(num_classes: int, num_images: int, explicit: bool, codec: LabelCodec
 
 def predict_bytes(*, num_images: int, epochs: int, batch_size: int, label_bpr: float, crop_bpr: float,
                   mix_per_batch: float, explicit: bool, codec: LabelCodec, attrs: dict | None = None,
-                  fingerprint: str | None = None, mix_kind: str = "cutmix") -> int:
-    """Bytes of a label file with these per-record and per-batch costs."""
+                  fingerprint: str | None = None, mix_kind: str = "cutmix", records: int | None = None,
+                  batches: int | None = None) -> int:
+    """Bytes of a label file with these per-record and per-batch costs. ``records`` / ``batches``:
+    what the epochs hold when one is partial (default: every batch of every epoch)."""
     import json
 
     nb = -(-num_images // batch_size)
-    data = num_images * epochs * (label_bpr + (crop_bpr if explicit else 0.0)) + (epochs * nb * mix_per_batch if explicit else 0.0)
+    records = num_images * epochs if records is None else records
+    batches = epochs * nb if batches is None else batches
+    # labels take 1% more than the sample's bytes per record: compressed sizes vary from batch to
+    # batch, and a budget just above the prediction must still hold the file
+    data = records * (LABEL_MARGIN * label_bpr + (crop_bpr if explicit else 0.0)) + (batches * mix_per_batch if explicit else 0.0)
     # the skeleton is measured once per structure; the header's codec config and attributes
     # are strings in the file, so their length is added rather than re-measured per codec
     h = _header(codec.num_classes, num_images, explicit, codec, attrs, fingerprint, mix_kind)
     extra = len(json.dumps(h["codec"], sort_keys=True)) + len(json.dumps(h["attrs"], sort_keys=True)) - 4
     h["codec"], h["attrs"] = {}, {}
-    arrays = sum(int(np.asarray(v).nbytes) for v in codec.get_arrays().values())
-    return int(round(data)) + extra + _overhead(num_images, epochs, batch_size, explicit, json.dumps(h, sort_keys=True), arrays)
+    spec = tuple((k, np.asarray(v).shape, np.asarray(v).dtype.str) for k, v in sorted(codec.get_arrays().items()))
+    return int(round(data)) + extra + _overhead(num_images, epochs, batch_size, explicit, json.dumps(h, sort_keys=True), spec)
 
 
 def stored_epoch_options(epochs: int) -> list[int]:
     return sorted({max(1, int(round(epochs * f))) for f in POOL_FRACTIONS}, reverse=True)
 
 
-def available_codecs(specs=DEFAULT_CODECS) -> list[str]:
-    known = set(codec_ids())
-    return [s for s in specs if s.partition(":")[0] in known]
+def available_codecs(specs=DEFAULT_CODECS, num_classes: int = 10) -> list[str]:
+    """The specs, each checked: an unknown id or bad parameter is an error, never dropped."""
+    for s in specs:
+        parse_codec_spec(s, max(int(num_classes), 2))
+    return list(specs)
 
 
 def measure_codec(spec: str, num_classes: int, sample: np.ndarray, batch_size: int) -> tuple[LabelCodec, Fidelity, float, int]:
@@ -164,21 +162,22 @@ def measure_codec(spec: str, num_classes: int, sample: np.ndarray, batch_size: i
 def plan(*, num_images: int, num_classes: int, epochs: int, batch_size: int, budget: int, sample: np.ndarray,
          crop_bpr: dict[str, float], mix_per_batch: float, codecs=DEFAULT_CODECS, epoch_options: list[int] | None = None,
          tolerance: float = DEFAULT_TOLERANCE, synthetic_sample: bool = False, attrs_for=None,
-         fingerprint: str | None = None, mix_kind: str = "cutmix") -> Plan:
+         fingerprint: str | None = None, mix_kind: str = "cutmix", stored_for=None) -> Plan:
     """Every (codec, stored epochs, crops mode) configuration with its predicted bytes and
-    fidelity; the chosen one marked. ``crop_bpr`` maps crops mode -> crop bytes per record."""
+    fidelity; the chosen one marked. ``crop_bpr`` maps crops mode -> crop bytes per record.
+    ``stored_for(E)``: (records, batches) the first E epochs hold, when an epoch is partial."""
     sample = np.asarray(sample, np.float32)
     if sample.ndim != 2 or sample.shape[1] != num_classes:
         raise LabelStoreError(f"the sample must be logits (n, {num_classes}), got {sample.shape}")
     configs = []
-    for spec in available_codecs(codecs):
+    for spec in available_codecs(codecs, num_classes):
         codec, fid, bpr, arr_bytes = measure_codec(spec, num_classes, sample, batch_size)
         for E in epoch_options or stored_epoch_options(epochs):
             for mode, cbpr in crop_bpr.items():
                 size = predict_bytes(num_images=num_images, epochs=E, batch_size=batch_size, label_bpr=bpr,
                                      crop_bpr=cbpr, mix_per_batch=mix_per_batch, explicit=mode == "explicit",
                                      codec=codec, attrs=attrs_for(E) if attrs_for else None, fingerprint=fingerprint,
-                                     mix_kind=mix_kind)
+                                     mix_kind=mix_kind, **(dict(zip(("records", "batches"), stored_for(E))) if stored_for else {}))
                 configs.append(Config(spec, codec, E, mode, size, fid, size <= budget))
     p = Plan(budget, num_images, num_classes, epochs, batch_size, configs, synthetic_sample=synthetic_sample)
     choose(p, tolerance)
@@ -201,7 +200,7 @@ def plan_for_source(reader, epochs: list[int], budget: int, sample: np.ndarray, 
     """The plan ``pack --budget`` follows for an imported source (explicit crops, orders and mix)."""
     info = reader.info
     crop_bytes = mix_bytes = n = nbat = 0
-    for b in range(min(4, info.num_batches)):
+    for b in reader.stored_batches(epochs[0])[:4]:
         ib = reader.read_batch(epochs[0], b)
         crop_bytes += len(_chunk.encode_crops(ib.boxes, ib.flips))
         mix_bytes += len(_chunk.encode_mix(ib.mix)) if info.mix_kind != "none" else 0
@@ -212,9 +211,17 @@ def plan_for_source(reader, epochs: list[int], budget: int, sample: np.ndarray, 
              budget=budget, sample=sample, crop_bpr={"explicit": 0.0 if full else crop_bytes / n},
              mix_per_batch=mix_bytes / nbat, codecs=codecs, tolerance=tolerance,
              attrs_for=lambda E: {**info.attrs, "source_epochs": epochs[:E]}, fingerprint=fingerprint,
-             mix_kind=info.mix_kind)
+             mix_kind=info.mix_kind, stored_for=lambda E: _stored_counts(reader, epochs[:E]))
     p.chosen  # raises when nothing fits
     return p
+
+
+def _stored_counts(reader, epochs: list[int]) -> tuple[int, int]:
+    """(records, batches) the source's epochs hold (a partial epoch holds fewer)."""
+    info = reader.info
+    B, N = info.batch_size, info.num_images
+    batches = [b for e in epochs for b in reader.stored_batches(e)]
+    return sum(min(B, N - b * B) for b in batches), len(batches)
 
 
 def synthetic_sample(num_classes: int, n: int = 4096, seed: int = 0) -> np.ndarray:

@@ -14,7 +14,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from .errors import LabelStoreError
+from .errors import LabelStoreError, describe_ranges
 
 _COMMANDS = {}
 
@@ -54,12 +54,20 @@ def cmd_inspect(args) -> int:
             "classes": f.num_classes,
             "images": f.num_images,
             "epochs": f.num_epochs,
+            "partial_epochs": {str(e): {"stored_batches": describe_ranges(f.stored_batches(e)), "of": f.num_batches(e)}
+                               for e in range(f.num_epochs) if not f.is_complete(e)},
             "batch_sizes": sorted({f.batch_size(e) for e in range(f.num_epochs)}),
             "records": f.num_records,
+            "seed": f.seed,
             "codec": f.codec.get_config(),
             "crops": f.crops_mode,
             "orders": f.orders_mode,
             "mix": f.mix_mode,
+            "crop_policy": f.crop_policy.to_dict(),
+            "mix_policy": f.mix_policy.to_dict(),
+            "order_source": f.user_attrs.get("order_source", "derived from the seed" if f.orders_mode == "derived" else None),
+            "pixels": f.pixels,
+            "user_attrs": f.user_attrs,
             "source": f.source if f.source == "logits" else f"probabilities at T={f.source_temperature:g}",
             "image_fingerprint": f.image_fingerprint,
             "teacher": f.teacher,
@@ -75,9 +83,20 @@ def cmd_inspect(args) -> int:
     print(f"classes    {info['classes']}")
     print(f"images     {info['images']}  fingerprint {info['image_fingerprint'] or '(none)'}")
     print(f"epochs     {info['epochs']}  batch size {', '.join(map(str, info['batch_sizes']))}")
-    print(f"records    {info['records']}")
+    for e, p in info["partial_epochs"].items():
+        print(f"  epoch {e} is partial: batches {p['stored_batches']} of 0..{p['of'] - 1} stored")
+    print(f"records    {info['records']}  seed {info['seed']}")
     print(f"codec      {codec['id']}{f' ({params})' if params else ''}; labels are {info['source']}")
     print(f"crops      {info['crops']}; orders {info['orders']}; mix {info['mix']}")
+    print(f"crop       {json.dumps(info['crop_policy'], sort_keys=True)}")
+    print(f"mixing     {json.dumps(info['mix_policy'], sort_keys=True)}")
+    if info["order_source"]:
+        print(f"order      {info['order_source']}")
+    if info["pixels"]:
+        print(f"pixels     {json.dumps(info['pixels'], sort_keys=True)}")
+    attrs = {k: v for k, v in info["user_attrs"].items() if k != "order_source"}
+    if attrs:
+        print(f"attrs      {json.dumps(attrs, sort_keys=True)[:300]}")
     if info["teacher"]:
         print(f"teacher    {json.dumps(info['teacher'])}")
     print(f"bytes      {_human(total)} in all, {info['bytes_per_record']:.2f} per record")

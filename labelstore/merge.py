@@ -36,6 +36,7 @@ def merge_shards(path: str | Path, *, keep_shards: bool = False) -> Path:
 
     header = arrays = None
     epochs: dict = {}
+    present: dict = {}
     entries: dict = {}
     owner: dict = {}
     for d in dirs:
@@ -47,11 +48,13 @@ def merge_shards(path: str | Path, *, keep_shards: bool = False) -> Path:
             header, arrays = h, a
         elif h != header or a.keys() != arrays.keys() or any(not np.array_equal(a[k], arrays[k]) for k in a):
             raise LabelStoreError(f"shard {d.name} was written with other settings than the others; they cannot be merged")
-        ep, ents = j.scan()
+        ep, ents, pres = j.scan()
         for e, (bs, order) in ep.items():
-            if e in epochs and (epochs[e][0] != bs or not _same(epochs[e][1], order)):
-                raise LabelStoreError(f"shard {d.name} disagrees with the others on epoch {e}'s batch size or order")
+            if e in epochs and (epochs[e][0] != bs or not _same(epochs[e][1], order) or not _same(present.get(e), pres.get(e))):
+                raise LabelStoreError(f"shard {d.name} disagrees with the others on epoch {e}'s batch size, order or batches")
             epochs.setdefault(e, (bs, order))
+            if e in pres:
+                present.setdefault(e, pres[e])
         for en in ents:
             key = (en.epoch, en.batch)
             if key in entries:
@@ -60,7 +63,8 @@ def merge_shards(path: str | Path, *, keep_shards: bool = False) -> Path:
             owner[key] = j
 
     n = header["num_images"]
-    missing = [(e, b) for e, (bs, _) in epochs.items() for b in range(-(-n // bs)) if (e, b) not in entries]
+    missing = [(e, int(b)) for e, (bs, _) in epochs.items() for b in present.get(e, range(-(-n // bs)))
+               if (e, int(b)) not in entries]
     if missing or sorted(epochs) != list(range(len(epochs))):
         raise LabelStoreError(f"the shards do not cover every batch (missing e.g. {missing[:3]}); resume the ranks")
     codec_arrays = {k[len("codec."):]: v for k, v in arrays.items() if k.startswith("codec.")}

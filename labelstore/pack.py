@@ -76,9 +76,11 @@ def pack(
     out: str | Path,
     *,
     layout: str | None = None,
-    codec: str | LabelCodec = "dense16",
+    codec: str | LabelCodec | None = None,
     budget: int | str | None = None,
     num_classes: int | None = None,
+    num_images: int | None = None,
+    images: str | Path | None = None,
     image_size=None,
     fingerprint: str | None = None,
     batch_size: int | None = None,
@@ -92,59 +94,83 @@ def pack(
     overwrite: bool = False,
     log: Callable[[str], None] = print,
 ) -> PackResult:
-    """Pack the label set at ``src`` into the label file ``out``; returns what was written."""
+    """Pack the label set at ``src`` into the label file ``out``; returns what was written.
+
+    ``images``: the image set the labels belong to (.npy/.npz, .beton or an image folder): its
+    count, sizes and fingerprint are used and checked. ``codec`` with ``budget``: plan with that
+    codec only. The result reports what the written file holds, read back from it.
+    """
     out = Path(out)
+    image_set = None
+    if images is not None:
+        from .imageset import describe_image_set
+
+        image_set = describe_image_set(images)
+        if num_images is not None and int(num_images) != image_set.num_images:
+            raise LabelStoreError(f"--num-images {num_images} but --images holds {image_set.num_images} ({image_set.what})")
+        num_images = image_set.num_images
+        if image_size is None and image_set.image_sizes is not None:
+            image_size = image_set.image_sizes
+        if fingerprint is None and image_set.fingerprint:
+            fingerprint = image_set.fingerprint
     reader = open_source(src, layout, image_size=image_size, num_classes=num_classes, batch_size=batch_size,
-                         order=order, order_from=Path(order_from) if order_from else None,
+                         order=order, order_from=Path(order_from) if order_from else None, num_images=num_images,
                          source_temperature=source_temperature, skip_bad=skip_bad, allow_pickle=allow_pickle)
     info = reader.info
+    if image_set is not None:
+        info.notes.append(f"image set: {image_set.what}")
     skipped = list(reader.skipped)
     epochs = list(info.epochs)
-    if skip_bad and hasattr(reader, "_files") or skip_bad and info.layout == "hald":
-        epochs = _validate_epochs(reader, epochs, skipped, progress, log)
+    if skip_bad:
+        epochs = _check_batches(reader, epochs, skipped, progress, log)
     if not epochs:
         raise LabelStoreError(f"no usable epoch in {src}: {'; '.join(skipped[:3])}")
 
     sample = reader.sample_logits(sample_records, epochs)
     plan = None
+    fingerprint = resolve_fingerprint(fingerprint)
     if budget is not None:
         from .budget import plan_for_source
 
-        plan = plan_for_source(reader, epochs, parse_size(budget), sample, fingerprint=resolve_fingerprint(fingerprint))
+        codecs = None
+        if codec is not None:
+            spec = codec if isinstance(codec, str) else None
+            if spec is None:
+                raise LabelStoreError("with a budget, give the codec as a spec string (e.g. 'topk:k=10'), or leave it out")
+            parse_codec_spec(spec, info.num_classes)  # a typo is an error, not another codec
+            codecs = (spec,)
+        plan = plan_for_source(reader, epochs, parse_size(budget), sample, fingerprint=fingerprint,
+                               **({"codecs": codecs} if codecs else {}))
         chosen = plan.chosen
         codec_obj, stored = chosen.codec, chosen.stored_epochs
         log(f"budget {plan.budget:,} B: chose {chosen.codec_spec} with {stored}/{len(epochs)} epochs stored, "
             f"predicted {chosen.predicted_bytes:,} B, KL@T=20 {chosen.fidelity.kl_t20:.2e}, "
             f"KL@T=1 {chosen.fidelity.kl_t1:.2e}, top-1 agreement {100 * chosen.fidelity.top1:.2f}%")
     else:
+        codec = "dense16" if codec is None else codec
         codec_obj = parse_codec_spec(codec, info.num_classes) if isinstance(codec, str) else codec
         if codec_obj.needs_fit and not codec_obj.is_fitted:
             codec_obj.fit(sample)
         stored = len(epochs)
     keep = epochs[:stored]  # LPLD's label pool: the first epochs
 
-    writer = _make_writer(reader, out, codec_obj, keep, resolve_fingerprint(fingerprint), overwrite)
+    writer = _make_writer(reader, out, codec_obj, keep, fingerprint, overwrite)
     resumed = len(writer.written)
     if resumed:
         log(f"resuming {out}: {resumed} batches already written")
-    total = len(keep) * info.num_batches
-    bar = _bar(total, progress, initial=resumed)
+    bar = _bar(sum(len(reader.stored_batches(e)) for e in keep), progress, initial=resumed)
+    explicit_crops, explicit_mix = writer.header["crops"] == "explicit", writer.header["mix"] == "explicit"
     try:
         for k, e in enumerate(keep):
-            writer.begin_epoch(k, info.batch_size, reader.order(e))
+            writer.begin_epoch(k, info.batch_size, reader.order(e), batches=reader.stored_batches(e))
             done = {b for (ee, b) in writer.written if ee == k}
-            if len(done) == info.num_batches:
-                continue
             for ib in reader.iter_epoch(e, skip=done):
-                writer.write_batch(k, ib.batch, ib.logits, boxes=ib.boxes if writer.header["crops"] == "explicit" else None,
-                                   flips=ib.flips if writer.header["crops"] == "explicit" else None,
-                                   mix=ib.mix if writer.header["mix"] == "explicit" else None)
+                writer.write_batch(k, ib.batch, ib.logits, boxes=ib.boxes if explicit_crops else None,
+                                   flips=ib.flips if explicit_crops else None, mix=ib.mix if explicit_mix else None)
                 bar.update(1)
-        if plan is not None:
-            data = sum(en.label_nbytes + en.crop_nbytes + en.mix_nbytes for en in writer._entries.values())
-            if data > plan.budget:
-                raise LabelStoreError(f"the labels take {data:,} B, over the budget {plan.budget:,} B (the sample "
-                                      "under-predicted them); pick a smaller configuration from `labelstore budget`")
+        if plan is not None and writer.data_nbytes > plan.budget:
+            raise LabelStoreError(f"the labels take {writer.data_nbytes:,} B, over the budget {plan.budget:,} B (the sample "
+                                  "under-predicted them); pick a smaller configuration from `labelstore budget`")
         path = writer.finalize()
     except BaseException:
         writer.close()
@@ -156,8 +182,14 @@ def pack(
         path.unlink()
         raise LabelStoreError(f"the packed file came to {size:,} B, over the budget {plan.budget:,} B, and was removed; "
                               "pick a smaller configuration from `labelstore budget`")
-    return PackResult(path, info.layout, len(keep) * info.num_images, len(keep), keep, codec_obj.get_config(), size,
-                      skipped, list(info.notes), plan, resumed)
+    from .reader import LabelFile
+
+    with LabelFile(path) as f:  # report what the file holds, not what was meant to be written
+        records, partial = f.num_records, [e for e in range(f.num_epochs) if not f.is_complete(e)]
+        notes = list(info.notes) + [f"stored epoch {e} is partial: {len(f.stored_batches(e))} of {f.num_batches(e)} batches"
+                                    for e in partial]
+    return PackResult(path, info.layout, records, len(keep), keep, codec_obj.get_config(), size,
+                      skipped, notes, plan, resumed)
 
 
 def _make_writer(reader: SourceReader, out: Path, codec: LabelCodec, keep: list[int], fingerprint, overwrite) -> LabelWriter:
@@ -187,20 +219,24 @@ def _make_writer(reader: SourceReader, out: Path, codec: LabelCodec, keep: list[
     )
 
 
-def _validate_epochs(reader, epochs, skipped, progress, log) -> list[int]:
-    """--skip-bad: read each epoch once to find bad files before anything of it is written."""
-    good = []
+def _check_batches(reader, epochs, skipped, progress, log) -> list[int]:
+    """--skip-bad: read every stored batch once before anything is written; bad batches are
+    left out (reported), epochs with no good batch are dropped. The image count never changes."""
+    good_epochs = []
     bar = _bar(len(epochs), progress, desc="checking epochs")
     for e in epochs:
-        try:
-            reader.validate_epoch(e)
-            good.append(e)
-        except LabelStoreError as exc:
-            skipped.append(f"epoch {e} left out: {exc}")
-            log(f"skipping epoch {e}: {exc}")
+        good, bad = reader.check_epoch(e)
+        for msg in bad:
+            skipped.append(msg)
+            log(f"skipping: {msg}")
+        if good:
+            if reader.present is None:
+                reader.present = {}
+            reader.present[e] = good
+            good_epochs.append(e)
         bar.update(1)
     bar.close()
-    return good
+    return good_epochs
 
 
 def _bar(total: int, enabled: bool, initial: int = 0, desc: str = "packing batches"):

@@ -22,12 +22,12 @@ import numpy as np
 from . import _chunk
 from ._build import meta_crc32
 from ._format import (
-    CHUNK_DTYPE, DERIVED, EPOCH_DTYPE, EXPLICIT, FORMAT_NAME, SUPPORTED_VERSIONS, USERBLOCK_DTYPE, USERBLOCK_MAGIC,
+    CHUNK_DTYPE, DERIVED, EPOCH_DTYPE, EPOCH_DTYPE_V1, EXPLICIT, FORMAT_NAME, SUPPORTED_VERSIONS, USERBLOCK_DTYPE, USERBLOCK_MAGIC,
 )
 from .batch import Batch
 from .codecs import LabelCodec, get_codec
 from .crops import CropPolicy, MixPolicy, draw_crops, draw_mix, draw_order
-from .errors import LabelStoreError
+from .errors import LabelStoreError, describe_ranges
 from .fingerprint import check_fingerprint
 
 _CACHE_EPOCHS = 4  # per-epoch tables kept in memory: bounded whatever the file size
@@ -61,8 +61,11 @@ class LabelFile:
             if self.verify_checksums and int(attrs["meta_crc32"]) != meta_crc32(attrs):
                 raise LabelStoreError(f"{self.path}: metadata checksum mismatch (the header is corrupted); run `labelstore verify`")
             self._check_structure(f, attrs)
-            self.epoch_table = f["epochs"][...]
-            if (self.epoch_table["first_chunk"] != np.concatenate([[0], np.cumsum(self.epoch_table["num_batches"])[:-1]])).any():
+            self.epoch_table = _epoch_table(f["epochs"][...])
+            t, n = self.epoch_table, int(attrs["num_images"])
+            if (t["batch_size"] < 1).any() or (t["num_batches"] != -(-n // np.maximum(t["batch_size"].astype(np.int64), 1))).any() \
+                    or (t["num_stored"] > t["num_batches"]).any() or (
+                    self.epoch_table["first_chunk"] != np.concatenate([[0], np.cumsum(self.epoch_table["num_stored"])[:-1]])).any():
                 raise LabelStoreError(f"{self.path}: the epoch table is inconsistent (corrupted); run `labelstore verify`")
             codec_arrays = {k: v[...] for k, v in f["codec_arrays"].items()} if "codec_arrays" in f else None
             # /data is contiguous: a chunk is one pread at a fixed offset, without h5py's per-read overhead
@@ -86,6 +89,8 @@ class LabelFile:
         self.source_temperature = float(attrs["source_temperature"]) or None
         self.teacher = json.loads(attrs["teacher"])
         self.user_attrs = json.loads(attrs["user_attrs"])
+        # how the teacher's pixels were made (format 2; None in older files): replay's defaults
+        self.pixels: dict | None = json.loads(attrs["pixels"]) if "pixels" in attrs else None
         self.codec: LabelCodec = get_codec(json.loads(attrs["codec"]), codec_arrays)
         self.num_epochs = len(self.epoch_table)
 
@@ -94,13 +99,15 @@ class LabelFile:
         def bad(what: str):
             return LabelStoreError(f"{self.path}: {what} (the file is corrupted or not written by labelstore); run `labelstore verify`")
 
-        for name, dtype in (("epochs", EPOCH_DTYPE), ("chunks", CHUNK_DTYPE)):
+        epoch_dtype = EPOCH_DTYPE_V1 if int(attrs["format_version"]) == 1 else EPOCH_DTYPE
+        for name, dtype in (("epochs", epoch_dtype), ("chunks", CHUNK_DTYPE)):
             if name not in f or not isinstance(f[name], h5py.Dataset) or f[name].dtype != dtype or f[name].ndim != 1:
                 raise bad(f"/{name} is missing or malformed")
         if "data" not in f or f["data"].dtype != np.uint8 or f["data"].ndim != 1:
             raise bad("/data is missing or malformed")
         epochs = f["epochs"]
-        if f["chunks"].shape[0] != int(epochs["num_batches"].sum(dtype=np.int64)):
+        stored = epochs["num_stored"] if "num_stored" in epoch_dtype.names else epochs["num_batches"]
+        if f["chunks"].shape[0] != int(stored.sum(dtype=np.int64)):
             raise bad("the chunk table does not match the epoch table")
         n = int(attrs["num_images"])
         if attrs.get("orders") == EXPLICIT and ("orders" not in f or f["orders"].shape != (len(epochs), n)):
@@ -190,11 +197,39 @@ class LabelFile:
         return int(self.epoch_table[self._check_epoch(epoch)]["batch_size"])
 
     def num_batches(self, epoch: int) -> int:
+        """Batches the epoch has (``ceil(num_images / batch_size)``); a partial epoch stores fewer."""
         return int(self.epoch_table[self._check_epoch(epoch)]["num_batches"])
 
+    def is_complete(self, epoch: int) -> bool:
+        """Whether every batch of ``epoch`` is stored (LPLD's label pools end in a partial epoch)."""
+        row = self.epoch_table[self._check_epoch(epoch)]
+        return int(row["num_stored"]) == int(row["num_batches"])
+
     @property
+    def complete(self) -> bool:
+        """Whether every stored epoch holds all of its batches."""
+        return bool((self.epoch_table["num_stored"] == self.epoch_table["num_batches"]).all())
+
+    def stored_batches(self, epoch: int | None = None) -> np.ndarray:
+        """The batch indices ``epoch`` holds (ascending); without ``epoch``, an ``(P, 2)`` array of
+        every stored (epoch, batch), in file order."""
+        if epoch is None:
+            return np.concatenate([np.stack([np.full(int(r["num_stored"]), e), self.stored_batches(e)], 1)
+                                   for e, r in enumerate(self.epoch_table)]).astype(np.int64)
+        epoch = self._check_epoch(epoch)
+        if self.is_complete(epoch):
+            return np.arange(self.num_batches(epoch), dtype=np.int64)
+        return self._epoch_rows(epoch)["batch"].astype(np.int64)
+
+    @cached_property
     def num_records(self) -> int:
-        return self.num_epochs * self.num_images
+        """Records stored: ``num_epochs * num_images`` unless an epoch is partial."""
+        total = 0
+        for e, r in enumerate(self.epoch_table):
+            bs, nb, ns = int(r["batch_size"]), int(r["num_batches"]), int(r["num_stored"])
+            last = self.num_images - (nb - 1) * bs  # the short last batch
+            total += self.num_images if ns == nb else ns * bs - (bs - last) * int(self.stored_batches(e)[-1] == nb - 1)
+        return total
 
     def order(self, epoch: int) -> np.ndarray:
         """The epoch's sample order (image ids by position)."""
@@ -228,20 +263,35 @@ class LabelFile:
 
         return self._cached(self._order_cache, epoch, compute)
 
+    def _epoch_rows(self, epoch: int) -> np.ndarray:
+        """The chunk-table rows of one epoch's stored batches (cached)."""
+        def compute():
+            first, ns = int(self.epoch_table[epoch]["first_chunk"]), int(self.epoch_table[epoch]["num_stored"])
+            try:
+                rows = self._file()["chunks"][first : first + ns]
+            except Exception as exc:
+                raise LabelStoreError(f"{self.path}: the chunk table is corrupted ({exc}); run `labelstore verify`") from None
+            b = rows["batch"].astype(np.int64)
+            if (rows["epoch"] != epoch).any() or (np.diff(b) <= 0).any() or (len(b) and b[-1] >= self.num_batches(epoch)):
+                raise LabelStoreError(f"{self.path}: the chunk table is inconsistent at epoch {epoch}; run `labelstore verify`")
+            return rows
+
+        return self._cached(self._chunk_cache, epoch, compute)
+
     def _chunk_row(self, epoch: int, batch: int) -> np.void:
         nb = self.num_batches(epoch)
         if not isinstance(batch, (int, np.integer)) or not 0 <= batch < nb:
             raise LabelStoreError(f"batch {batch} is out of range: epoch {epoch} has batches 0..{nb - 1}")
-
-        def compute():
-            first = int(self.epoch_table[epoch]["first_chunk"])
-            try:
-                return self._file()["chunks"][first : first + nb]
-            except Exception as exc:
-                raise LabelStoreError(f"{self.path}: the chunk table is corrupted ({exc}); run `labelstore verify`") from None
-
-        rows = self._cached(self._chunk_cache, epoch, compute)
-        row = rows[batch]
+        rows = self._epoch_rows(epoch)
+        if len(rows) == nb:
+            row = rows[batch]
+        else:  # a partial epoch: its rows are the stored batches, ascending
+            i = int(np.searchsorted(rows["batch"], batch))
+            if i == len(rows) or int(rows[i]["batch"]) != batch:
+                raise LabelStoreError(
+                    f"epoch {epoch} batch {batch} is not stored: epoch {epoch} is partial and holds batches "
+                    f"{describe_ranges(rows['batch'])} of 0..{nb - 1} (see LabelFile.stored_batches)")
+            row = rows[i]
         if int(row["epoch"]) != epoch or int(row["batch"]) != batch:
             raise LabelStoreError(f"{self.path}: the chunk table is inconsistent at epoch {epoch} batch {batch}; run `labelstore verify`")
         return row
@@ -350,11 +400,12 @@ class LabelFile:
         """Every stored batch of one epoch, or of all epochs, in order."""
         epochs = range(self.num_epochs) if epoch is None else [self._check_epoch(epoch)]
         for e in epochs:
-            for b in range(self.num_batches(e)):
-                yield self.read_batch(e, b)
+            for b in self.stored_batches(e):
+                yield self.read_batch(e, int(b))
 
     def __len__(self) -> int:
-        return int(self.epoch_table["num_batches"].sum())
+        """Stored batches (chunks) in the file."""
+        return int(self.epoch_table["num_stored"].sum())
 
     def check_images(self, fingerprint: str | None, what: str = "the images") -> None:
         """Raise LabelStoreError if ``fingerprint`` is not the image set these labels belong to."""
@@ -382,6 +433,17 @@ class LabelFile:
             f"<LabelFile {self.path.name}: {self.num_epochs} epochs x {self.num_images} images, "
             f"{self.num_classes} classes, codec {self.codec.codec_id}>"
         )
+
+
+def _epoch_table(rows: np.ndarray) -> np.ndarray:
+    """The epoch table in the current layout (a format-1 table gains num_stored = num_batches)."""
+    if "num_stored" in rows.dtype.names:
+        return rows
+    out = np.zeros(len(rows), EPOCH_DTYPE)
+    for name in rows.dtype.names:
+        out[name] = rows[name]
+    out["num_stored"] = rows["num_batches"]
+    return out
 
 
 def _plain(v):

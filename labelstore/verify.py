@@ -48,7 +48,7 @@ def verify_file(path: str | Path, progress: bool = False) -> VerifyReport:
                 report.problems.append("image_sizes holds non-positive sizes")
         except Exception as exc:  # h5py's fletcher32 check fails with OSError or RuntimeError
             report.problems.append(f"orders or image sizes are corrupted ({exc})")
-        keys = [(e, b) for e in range(f.num_epochs) for b in range(f.num_batches(e))]
+        keys = [(int(e), int(b)) for e, b in f.stored_batches()]
         if progress:
             from tqdm import tqdm
 

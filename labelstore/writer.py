@@ -21,7 +21,7 @@ from ._format import DERIVED, EXPLICIT, NONE
 from ._journal import BatchEntry, Journal
 from .codecs import LabelCodec, get_codec, parse_codec_spec
 from .crops import CropPolicy, Mix, MixPolicy, draw_crops, draw_mix, draw_order
-from .errors import LabelStoreError
+from .errors import LabelStoreError, describe_ranges
 
 SOURCES = ("logits", "probabilities")
 
@@ -30,7 +30,9 @@ class LabelWriter:
     """Write one label set: per (epoch, batch), the teacher's logits for each crop.
 
     Crops, orders and mixing are ``"derived"`` (re-drawn from ``seed``, zero bytes) or
-    ``"explicit"`` (given to ``begin_epoch`` / ``write_batch`` and stored). Use as a context
+    ``"explicit"`` (given to ``begin_epoch`` / ``write_batch`` and stored). ``pixels`` records
+    how the pixels the teacher saw were made (crop size, normalisation, backend: the keys are
+    the loaders'), so a replay can default to them and refuse others. Use as a context
     manager: a clean exit finalizes; an exception leaves the journal for a later resume.
     """
 
@@ -53,6 +55,7 @@ class LabelWriter:
         source_temperature: float | None = None,
         teacher: Any = None,
         attrs: dict[str, Any] | None = None,
+        pixels: dict[str, Any] | None = None,
         overwrite: bool = False,
         shard: tuple[int, int] | None = None,
     ):
@@ -93,11 +96,12 @@ class LabelWriter:
             "teacher": teacher,
             "codec": self.codec.get_config(),
             "attrs": attrs or {},
+            "pixels": pixels,
         }
         try:
             json.dumps(self.header)
         except TypeError as exc:
-            raise LabelStoreError(f"teacher and attrs must be JSON-serialisable: {exc}") from None
+            raise LabelStoreError(f"teacher, attrs and pixels must be JSON-serialisable: {exc}") from None
         arrays = {f"codec/{k}": v for k, v in self.codec.get_arrays().items()}
         if self.image_sizes is not None:
             arrays["image_sizes"] = self.image_sizes
@@ -119,6 +123,7 @@ class LabelWriter:
         self.journal = Journal(journal_dir(self.path, self.shard))
         self._epochs: dict[int, tuple[int, np.ndarray | None]] = {}
         self._entries: dict[tuple[int, int], BatchEntry] = {}
+        self._present: dict[int, np.ndarray] = {}  # partial epochs: the batches they will hold
         if self.journal.exists():
             self._resume(arrays)
         else:
@@ -161,16 +166,20 @@ class LabelWriter:
                 f"({', '.join(diff) or 'codec arrays or image sizes'}); resume with the same settings, "
                 "or delete that directory to start over"
             )
-        epochs, entries = self.journal.scan()
+        epochs, entries, present = self.journal.scan()
         self._epochs = epochs
+        self._present = present
         self._entries = {(e.epoch, e.batch): e for e in entries}
 
     # -- epochs -------------------------------------------------------------------------
-    def begin_epoch(self, epoch: int, batch_size: int, order: np.ndarray | None = None) -> np.ndarray:
+    def begin_epoch(self, epoch: int, batch_size: int, order: np.ndarray | None = None, *,
+                    batches=None) -> np.ndarray:
         """Declare an epoch's batch size (and its order, when orders are explicit); returns the order.
 
+        ``batches``: the batch indices this epoch will hold, when it is partial (LPLD's label
+        pools end in an epoch of which only the first batches were kept); default all of them.
         Calling it again for an epoch already declared (e.g. after a resume) is allowed when
-        the batch size and order are the same.
+        the batch size, order and batches are the same.
         """
         epoch = _positive_int(epoch, "epoch", minimum=0)
         batch_size = _positive_int(batch_size, "batch_size")
@@ -182,14 +191,39 @@ class LabelWriter:
                 raise LabelStoreError(f"an epoch order must be a permutation of range({self.num_images})")
         elif order is not None and not np.array_equal(order, draw_order(self.seed, epoch, self.num_images)):
             raise LabelStoreError("orders are derived from the seed; the order given differs (use orders='explicit')")
+        present = self._check_present(batches, -(-self.num_images // batch_size), epoch)
         if epoch in self._epochs:
             old_bs, old_order = self._epochs[epoch]
-            if old_bs != batch_size or (old_order is not None and not np.array_equal(old_order, order)):
-                raise LabelStoreError(f"epoch {epoch} was already begun with another batch size or order")
+            old_present = self._present.get(epoch)
+            if old_bs != batch_size or (old_order is not None and not np.array_equal(old_order, order)) or not (
+                    (old_present is None and present is None)
+                    or (old_present is not None and present is not None and np.array_equal(old_present, present))):
+                raise LabelStoreError(f"epoch {epoch} was already begun with another batch size, order or set of batches")
         else:
             self.journal.append_epoch(epoch, batch_size, order if self.header["orders"] == EXPLICIT else None)
+            if present is not None:
+                self.journal.append_present(epoch, present)
+                self._present[epoch] = present
             self._epochs[epoch] = (batch_size, order if self.header["orders"] == EXPLICIT else None)
         return self.order(epoch)
+
+    @staticmethod
+    def _check_present(batches, nb: int, epoch: int) -> np.ndarray | None:
+        """The sorted batch indices of a partial epoch, or None for a complete one."""
+        if batches is None:
+            return None
+        arr = np.asarray(list(batches) if not isinstance(batches, np.ndarray) else batches, dtype=np.int64).reshape(-1)
+        if len(arr) == 0:
+            raise LabelStoreError(f"epoch {epoch}: batches= is empty; leave an epoch with no batches out instead")
+        if len(np.unique(arr)) != len(arr) or (arr < 0).any() or (arr >= nb).any():
+            raise LabelStoreError(f"epoch {epoch}: batches= must be distinct batch indices in 0..{nb - 1}, got {arr[:8].tolist()}")
+        arr = np.sort(arr)
+        return None if len(arr) == nb else arr
+
+    def stored_batches(self, epoch: int) -> np.ndarray:
+        """The batch indices epoch ``epoch`` holds (all of them unless it was begun as partial)."""
+        present = self._present.get(epoch)
+        return np.arange(self.num_batches(epoch)) if present is None else present
 
     def order(self, epoch: int) -> np.ndarray:
         bs_order = self._epoch(epoch)
@@ -222,6 +256,7 @@ class LabelWriter:
         if not 0 <= batch < nb:
             raise LabelStoreError(f"batch {batch} is out of range: epoch {epoch} has {nb} batches (0..{nb - 1})")
 
+
     def owns(self, batch: int) -> bool:
         """Whether this writer writes ``batch``: always, unless it is one rank's shard (batch % world == rank)."""
         return self.shard is None or batch % self.shard[1] == self.shard[0]
@@ -233,6 +268,11 @@ class LabelWriter:
     @property
     def written(self) -> set[tuple[int, int]]:
         return set(self._entries)
+
+    @property
+    def data_nbytes(self) -> int:
+        """Bytes of chunk data written so far (labels, crops, mix): the file less its tables."""
+        return sum(en.label_nbytes + en.crop_nbytes + en.mix_nbytes for en in self._entries.values())
 
     def write_batch(
         self,
@@ -249,6 +289,10 @@ class LabelWriter:
             raise LabelStoreError("this label set is finalized; open a new LabelWriter to write more")
         self._epoch(epoch)
         self._check_batch(epoch, batch)
+        present = self._present.get(epoch)
+        if present is not None and not (present == batch).any():
+            raise LabelStoreError(f"batch {batch} is not among the batches partial epoch {epoch} was begun with "
+                                  f"({describe_ranges(present)})")
         if (epoch, batch) in self._entries:
             raise LabelStoreError(
                 f"epoch {epoch} batch {batch} is already written; skip batches where is_written() is true"
@@ -313,8 +357,8 @@ class LabelWriter:
     def missing(self) -> list[tuple[int, int]]:
         """(epoch, batch) pairs declared but not written yet."""
         return [
-            (e, b) for e in sorted(self._epochs) for b in range(self.num_batches(e))
-            if self.owns(b) and (e, b) not in self._entries
+            (e, int(b)) for e in sorted(self._epochs) for b in self.stored_batches(e)
+            if self.owns(int(b)) and (e, int(b)) not in self._entries
         ]
 
     def finalize(self) -> Path | None:
@@ -396,9 +440,13 @@ def logits_from_probs(probs: np.ndarray, temperature: float) -> np.ndarray:
     """Turn probabilities ``softmax(z / T)`` back into logits equal to ``z`` up to a per-row shift.
 
     ``T * log(p)`` differs from ``z`` only by a constant per record, which no softmax sees, so
-    any training temperature can then be applied. Zeros are clamped to the smallest fp32 log.
+    any training temperature can then be applied. Zeros are clamped to the smallest fp32 log;
+    each row is shifted so its maximum is 0.
     """
     p = np.asarray(probs, dtype=np.float32)
     if not np.isfinite(p).all() or (p < 0).any():
         raise LabelStoreError("probabilities must be finite and non-negative")
-    return (temperature * np.log(np.maximum(p, np.finfo(np.float32).tiny))).astype(np.float32)
+    # shifted so each row's largest logit is 0: the distribution is unchanged, and the values
+    # stay small, so a codec's fp16 cast keeps softmax(z / T) on the stored probabilities
+    z = temperature * np.log(np.maximum(p.astype(np.float64), np.finfo(np.float32).tiny))
+    return (z - z.max(axis=-1, keepdims=True)).astype(np.float32)

@@ -2,7 +2,8 @@
 
 ``cycle`` (label epoch k uses stored epoch k mod S), ``replacement`` (LPLD: each epoch draws
 its batches from all stored batches with replacement) or ``without_replacement`` (HALD: a
-shuffled bag of all stored batches, refilled when empty). Draws are seeded and reproducible.
+shuffled bag of all stored batches, refilled when empty). Draws are seeded and reproducible,
+and come from exactly the batches the file stores (a partial last epoch included).
 """
 from __future__ import annotations
 
@@ -26,12 +27,27 @@ class LabelPool:
         if self.policy not in POOL_POLICIES:
             raise LabelStoreError(f"unknown pool policy {self.policy!r}; use one of {', '.join(POOL_POLICIES)}")
 
-    def assign(self, k: int, num_batches: int, stored_epochs: int, seed: int) -> np.ndarray:
-        """``(num_batches, 2)`` int64 rows of (stored epoch, stored batch) for label epoch ``k``."""
+    def assign(self, k: int, num_batches: int, stored_epochs: int, seed: int, stored: np.ndarray | None = None) -> np.ndarray:
+        """``(num_batches, 2)`` int64 rows of (stored epoch, stored batch) for label epoch ``k``.
+
+        ``stored``: the ``(P, 2)`` (epoch, batch) rows the file holds (``LabelFile.stored_batches()``),
+        when some epoch is partial; default every batch of ``stored_epochs`` complete epochs.
+        Draws index into that list, so complete files draw exactly as before.
+        """
         nb, S = int(num_batches), int(stored_epochs)
+        if stored is None:
+            stored = np.stack(np.divmod(np.arange(S * nb, dtype=np.int64), nb), 1)
+        stored = np.asarray(stored, np.int64).reshape(-1, 2)
         if self.policy == "cycle":
-            return np.stack([np.full(nb, k % S), np.arange(nb)], 1).astype(np.int64)
-        P = S * nb
+            e = k % S
+            rows = stored[stored[:, 0] == e]
+            if len(rows) != nb:
+                raise LabelStoreError(
+                    f"pool 'cycle' replays whole stored epochs, but stored epoch {e} holds {len(rows)} of its {nb} "
+                    "batches (a partial epoch, as LPLD's label pools end in); use pool='replacement' (LPLD) or "
+                    "'without_replacement' (HALD), which draw from exactly the stored batches")
+            return rows
+        P = len(stored)
         if self.policy == "replacement":
             flat = np.random.default_rng([seed, _POOL_STREAM, 0, k]).integers(0, P, size=nb)
         else:  # the bag: concatenated shuffles of all P stored batches; epoch k takes [k nb, (k+1) nb)
@@ -40,7 +56,7 @@ class LabelPool:
             for r in np.unique(pos // P):
                 sel = pos // P == r
                 flat[sel] = np.random.default_rng([seed, _POOL_STREAM, 1, int(r)]).permutation(P)[pos[sel] % P]
-        return np.stack([flat // nb, flat % nb], 1).astype(np.int64)
+        return stored[flat]
 
     def __str__(self) -> str:
         return self.policy

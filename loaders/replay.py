@@ -192,6 +192,15 @@ class ReplayLoader:
 
     def _check_pool(self, label_epochs: int) -> None:
         S = self.labels.num_epochs
+        self._stored = self.labels.stored_batches()
+        if self.pool is None and label_epochs > 0:
+            partial = [e for e in range(min(S, label_epochs)) if not self.labels.is_complete(e)]
+            if partial:
+                raise LabelStoreError(
+                    f"stored epoch {partial[0]} is partial ({len(self.labels.stored_batches(partial[0]))} of "
+                    f"{self.labels.num_batches(partial[0])} batches, as LPLD's label pools end): replaying whole "
+                    "epochs would skip images; pass pool='replacement' (LPLD) or 'without_replacement' (HALD), "
+                    "which draw from exactly the stored batches")
         if self.pool is None and label_epochs > S:
             raise LabelStoreError(
                 f"schedule '{self.schedule}' replays stored labels in {label_epochs} of {self.epochs} epochs but the "
@@ -219,7 +228,8 @@ class ReplayLoader:
             if self.pool is None:
                 assign = np.stack([np.full(self.num_batches, k), np.arange(self.num_batches)], 1)
             else:
-                assign = self.pool.assign(k, self.num_batches, self.labels.num_epochs, self.seed)
+                stored = None if self.labels.complete else self._stored
+                assign = self.pool.assign(k, self.num_batches, self.labels.num_epochs, self.seed, stored)
         out = []
         for b in range(self.num_batches):
             sp = self.schedule.step(epoch, b, self.epochs)

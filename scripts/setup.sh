@@ -9,7 +9,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-APT_PACKAGES=(libturbojpeg0-dev libopencv-dev pkg-config dataset-fashion-mnist)
+APT_PACKAGES=(libturbojpeg0-dev libopencv-dev pkg-config dataset-fashion-mnist hdf5-tools)
 TORCH_PINS=(torch==2.14.1 torchvision==0.29.1)
 EXTRAS="ffcv,teachers,dev"
 VENV=.venv

@@ -150,3 +150,22 @@ def write_fkd(root: Path, *, classes=3, per_class=4, num_crops=5, k=5, num_class
             truth["flips"].append(flips)
             truth["probs"].append((order.numpy(), torch.gather(p, 1, order).numpy()))
     return truth
+
+
+def write_lpld(root: Path, *, r: float, num_images=40, num_classes=10, epochs=3, batch_size=8, image_size=(32, 32),
+               mix="cutmix", seed=0) -> dict:
+    """An LPLD label pool at pruning ratio ``r``: SRe2L's per-batch files and LPLD's
+    ``sampler_indices_epoch.json``, of which only the first ``(1 - r)`` of all generated batches
+    (in generation order) are kept, so the last kept epoch is usually partial."""
+    root = Path(root)
+    truth = write_sre2l(root, num_images=num_images, num_classes=num_classes, epochs=epochs, batch_size=batch_size,
+                        image_size=image_size, mix=mix, lpld_orders=True, seed=seed)
+    generated = sorted(truth)  # (epoch, batch) in generation order
+    keep = max(1, int(len(generated) * (1 - r)))
+    for e, b in generated[keep:]:
+        (root / f"epoch_{e}" / f"batch_{b}.tar").unlink()
+        del truth[(e, b)]
+    for d in root.glob("epoch_*"):
+        if not any(d.iterdir()):
+            d.rmdir()
+    return truth

@@ -70,12 +70,6 @@ def test_nothing_fits_the_budget_is_1():
     assert "nothing fits" in r.stdout
 
 
-# pack --budget and distill relabel --budget raise budget.Plan.chosen's LabelStoreError, which
-# run_command maps to 2; it becomes 1 once that error carries exit_code = 1 (labelstore/budget.py)
-NOTHING_FITS_IS_A_CHECK = pytest.mark.xfail(strict=True, reason="budget.py's 'no configuration fits' error has no exit_code 1 yet")
-
-
-@NOTHING_FITS_IS_A_CHECK
 def test_pack_when_nothing_fits_the_budget_is_1(tmp_path):
     np.savez(tmp_path / "a.npz", logits=np.random.default_rng(0).normal(size=(3, 20, 10)).astype(np.float32))
     r = cli("labelstore", "pack", tmp_path / "a.npz", tmp_path / "out.h5", "--budget", "1kB", "--quiet")
@@ -216,7 +210,6 @@ def test_distill_exit_codes(tiny_run):
     assert r.returncode == 2 and "usage:" in r.stderr
 
 
-@NOTHING_FITS_IS_A_CHECK
 def test_distill_relabel_when_nothing_fits_the_budget_is_1(tiny_run):
     d, ckpt, images = tiny_run
     r = cli("distill", "relabel", "--images", images, "--teachers", ckpt, "--out", d / "b.h5", "--epochs", 2,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -60,7 +61,7 @@ def test_lpld_orders_from_json_and_mixup(tmp_path):
 
 def test_no_mix_and_identity_order_flag(tmp_path):
     write_sre2l(tmp_path / "src", num_images=20, epochs=1, batch_size=10, mix="none")
-    res = pack(tmp_path / "src", tmp_path / "l.h5", progress=False, order="identity")
+    res = pack(tmp_path / "src", tmp_path / "l.h5", progress=False, order="identity", num_images=20)
     with LabelFile(tmp_path / "l.h5") as f:
         assert f.mix_mode == "none" and f[0, 0].mix is None
         np.testing.assert_array_equal(f.order(0), np.arange(20))
@@ -158,8 +159,16 @@ def test_missing_batch_and_epoch(tmp_path):
     with pytest.raises(LabelStoreError, match=r"epoch_1.*batch files missing \(1\)"):
         pack(tmp_path / "s", tmp_path / "x.h5", progress=False)
     res = pack(tmp_path / "s", tmp_path / "x.h5", progress=False, skip_bad=True)
-    assert res.source_epochs == [0, 2] and res.stored_epochs == 2 and res.skipped
+    # the missing batch is left out, not its epoch, and the image count stays 20
+    assert res.source_epochs == [0, 1, 2] and res.stored_epochs == 3 and res.records == 60 - 8 and res.skipped
     with LabelFile(tmp_path / "x.h5") as f:
+        assert f.num_images == 20 and f.stored_batches(1).tolist() == [0, 2] and f.is_complete(0) and f.is_complete(2)
+    shutil.rmtree(tmp_path / "s" / "epoch_1")
+    with pytest.raises(LabelStoreError, match=r"epoch folders missing: epoch_1"):
+        pack(tmp_path / "s", tmp_path / "y.h5", progress=False)
+    res = pack(tmp_path / "s", tmp_path / "y.h5", progress=False, skip_bad=True)
+    assert res.source_epochs == [0, 2] and res.stored_epochs == 2
+    with LabelFile(tmp_path / "y.h5") as f:
         assert f.user_attrs["source_epochs"] == [0, 2]
 
 
@@ -183,7 +192,9 @@ def test_unreadable_pickle_and_skip_bad(tmp_path):
     with pytest.raises(LabelStoreError, match=r"epoch_2/batch_2.tar: not a readable torch.save file"):
         pack(tmp_path / "s", tmp_path / "x.h5", progress=False)
     res = pack(tmp_path / "s", tmp_path / "y.h5", progress=False, skip_bad=True)
-    assert res.source_epochs == [0, 1] and "batch_2.tar" in res.skipped[0]
+    assert res.source_epochs == [0, 1, 2] and "batch_2.tar" in res.skipped[0] and res.records == 60 - 4
+    with LabelFile(tmp_path / "y.h5") as f:
+        assert f.stored_batches(2).tolist() == [0, 1] and f.num_images == 20
 
 
 def test_refuses_files_outside_the_tree(tmp_path):

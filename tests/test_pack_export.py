@@ -54,7 +54,7 @@ def test_round_trip_lossy_codec_within_precision(tmp_path):
 
 def test_export_refuses_non_empty_dir(tmp_path):
     write_sre2l(tmp_path / "s", num_images=10, epochs=1, batch_size=5)
-    pack(tmp_path / "s", tmp_path / "a.h5", progress=False)
+    pack(tmp_path / "s", tmp_path / "a.h5", progress=False, num_images=10)
     with pytest.raises(LabelStoreError, match="not empty"):
         from labelstore.export import export_sre2l
 

@@ -40,8 +40,10 @@ def detect_layout(path: str | Path) -> str:
 
 def open_source(path: str | Path, layout: str | None = None, *, image_size=None, num_classes: int | None = None,
                 batch_size: int | None = None, order: str = "auto", order_from=None, source_temperature: float | None = None,
-                skip_bad: bool = False, allow_pickle: bool = False, max_memory: int = 1 << 30) -> SourceReader:
-    """A reader for the label set at ``path`` (layout detected unless given)."""
+                skip_bad: bool = False, allow_pickle: bool = False, max_memory: int = 1 << 30,
+                num_images: int | None = None) -> SourceReader:
+    """A reader for the label set at ``path`` (layout detected unless given). ``num_images``:
+    the size of the image set the labels belong to, when known (checked against the files)."""
     path = Path(path)
     layout = layout or detect_layout(path)
     if layout not in LAYOUTS:
@@ -51,15 +53,19 @@ def open_source(path: str | Path, layout: str | None = None, *, image_size=None,
     size = 224 if image_size is None else image_size
     if layout in ("sre2l", "lpld", "cvdd"):
         r = sre2l.SRe2LReader(path, layout=layout, image_size=size, order=order, order_from=order_from,
-                              skip_bad=skip_bad, allow_pickle=allow_pickle)
+                              skip_bad=skip_bad, allow_pickle=allow_pickle, num_images=num_images)
     elif layout == "hald":
         r = hald.HALDReader(path, image_size=size, order=order, order_from=order_from, skip_bad=skip_bad,
-                            source_temperature=source_temperature or 20.0, allow_pickle=allow_pickle)
+                            source_temperature=source_temperature or 20.0, allow_pickle=allow_pickle,
+                            num_images=num_images)
     elif layout == "fkd":
         r = fkd.FKDReader(path, image_size=image_size, num_classes=num_classes, batch_size=batch_size or 256,
                           source_temperature=source_temperature or 1.0, allow_pickle=allow_pickle, max_memory=max_memory)
     else:
         r = arrays.ArraysReader(path, image_size=size, batch_size=batch_size, allow_pickle=allow_pickle)
+    if num_images is not None and r.info.num_images != int(num_images):
+        raise LabelStoreError(f"{path} labels {r.info.num_images} images but the image set has {num_images}; "
+                              "pair the labels with the image set they were made for")
     if num_classes is not None and layout != "fkd" and r.info.num_classes != num_classes:
         raise LabelStoreError(f"{path} holds {r.info.num_classes}-class labels but --num-classes is {num_classes}")
     if image_size is None and layout in ("sre2l", "lpld", "cvdd", "hald"):

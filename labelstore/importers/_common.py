@@ -65,17 +65,33 @@ class SourceReader:
     def read_batch(self, epoch: int, batch: int) -> ImportedBatch:
         raise NotImplementedError
 
+    skipped: list[str]
+    present: dict[int, list[int]] | None = None  # batches each epoch holds, when not all of them
+
+    def stored_batches(self, epoch: int) -> list[int]:
+        """The batches of source epoch ``epoch`` the source holds (all, unless it is partial)."""
+        if self.present is not None and epoch in self.present:
+            return list(self.present[epoch])
+        return list(range(self.info.num_batches))
+
     def iter_epoch(self, epoch: int, skip: set[int] = frozenset()) -> Iterator[ImportedBatch]:
-        """Every batch of ``epoch`` not in ``skip``, in order. Subclasses that store whole epochs
-        in one file override it to load that file once."""
-        for b in range(self.info.num_batches):
+        """Every stored batch of ``epoch`` not in ``skip``, in order. Subclasses that store whole
+        epochs in one file override it to load that file once."""
+        for b in self.stored_batches(epoch):
             if b not in skip:
                 yield self.read_batch(epoch, b)
 
-    def validate_epoch(self, epoch: int) -> None:
-        """Read every batch of ``epoch`` and check it, keeping nothing (used by ``--skip-bad``)."""
-        for _ in self.iter_epoch(epoch):
-            pass
+    def check_epoch(self, epoch: int) -> tuple[list[int], list[str]]:
+        """Read every stored batch of ``epoch`` and check it, keeping nothing (``--skip-bad``):
+        (the batches that read cleanly, a message per batch that did not)."""
+        good, bad = [], []
+        for b in self.stored_batches(epoch):
+            try:
+                self.read_batch(epoch, b)
+                good.append(b)
+            except LabelStoreError as exc:
+                bad.append(f"epoch {epoch} batch {b} left out: {exc}")
+        return good, bad
 
     def sample_logits(self, max_records: int, epochs: list[int] | None = None) -> np.ndarray:
         """A bounded sample of logits for fitting codecs and measuring fidelity: whole batches
@@ -83,7 +99,7 @@ class SourceReader:
         info = self.info
         per = max(1, min(info.batch_size, max_records))
         want = max(1, max_records // per)
-        slots = [(e, b) for e in (info.epochs if epochs is None else epochs) for b in range(info.num_batches)]
+        slots = [(e, b) for e in (info.epochs if epochs is None else epochs) for b in self.stored_batches(e)]
         picks = [slots[i] for i in np.unique(np.linspace(0, len(slots) - 1, min(want, len(slots))).astype(int))]
         out, total = [], 0
         for e, b in picks:

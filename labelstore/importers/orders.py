@@ -52,9 +52,8 @@ def identity_orders(num_images: int, epochs: list[int]) -> dict[int, np.ndarray]
     return {e: np.arange(num_images, dtype=np.int64) for e in epochs}
 
 
-def load_orders(path: Path, num_images: int, epochs: list[int], root: Path | None = None) -> dict[int, np.ndarray]:
-    """Orders from a file: LPLD's ``sampler_indices_epoch.json`` (``{"epoch": [ids]}``), a JSON
-    list of lists, an ``.npy`` array (E, N), or HALD's ``sampler_indices_dict.pt``."""
+def _read_table(path: Path, root: Path | None) -> dict:
+    """{epoch: order} as stored in an order file (nothing checked yet)."""
     path = Path(path)
     if not path.is_file():
         raise LabelStoreError(f"order file {path} does not exist")
@@ -75,11 +74,26 @@ def load_orders(path: Path, num_images: int, epochs: list[int], root: Path | Non
         raise LabelStoreError(f"cannot read order file {path} ({exc})") from None
     if isinstance(raw, dict):
         try:
-            table = {int(k): v for k, v in raw.items()}
+            return {int(k): v for k, v in raw.items()}
         except ValueError:
             raise LabelStoreError(f"order file {path}: keys must be epoch numbers") from None
-    else:
-        table = {e: raw[e] for e in range(len(raw))}
+    return {e: raw[e] for e in range(len(raw))}
+
+
+def num_images_in(path: Path, root: Path | None = None) -> int:
+    """The image count an order file proves: the length of its orders (all must agree)."""
+    table = _read_table(path, root)
+    lengths = {int(np.asarray(v).size) for v in table.values()}
+    if len(lengths) != 1 or 0 in lengths:
+        raise LabelStoreError(f"order file {path}: its epochs' orders have different or zero lengths {sorted(lengths)[:4]}")
+    return lengths.pop()
+
+
+def load_orders(path: Path, num_images: int, epochs: list[int], root: Path | None = None) -> dict[int, np.ndarray]:
+    """Orders from a file: LPLD's ``sampler_indices_epoch.json`` (``{"epoch": [ids]}``), a JSON
+    list of lists, an ``.npy`` array (E, N), or HALD's ``sampler_indices_dict.pt``."""
+    path = Path(path)
+    table = _read_table(path, root)
     out = {}
     for e in epochs:
         if e not in table:

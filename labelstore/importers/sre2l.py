@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LabelStoreError
+from ..errors import LabelStoreError, describe_ranges
 from . import orders as _orders
 from ._common import (
     ImportedBatch, SourceInfo, SourceReader, check_batch_shape, coords_to_boxes, sre2l_mix, to_numpy, torch_load,
@@ -33,74 +33,152 @@ def detect(path: Path) -> str | None:
 
 
 class SRe2LReader(SourceReader):
-    """Reads SRe2L / LPLD / CV-DD label folders batch by batch (one small file at a time)."""
+    """Reads SRe2L / LPLD / CV-DD label folders batch by batch (one small file at a time).
+
+    The image count is never guessed from files that may be missing: it comes from
+    ``num_images`` (``--num-images`` / ``--images``), a complete order file, or a short batch
+    (only an epoch's last batch may hold fewer than the batch size, so it proves where the
+    epoch ends). A last kept epoch that holds only its first batches is an LPLD label pool and
+    is stored as a partial epoch; any other missing or unreadable batch is an error, or, with
+    ``skip_bad``, left out and reported (the image count never changes).
+    """
 
     def __init__(self, path: Path, *, layout: str = "sre2l", image_size=224, order: str = "auto",
                  order_from: Path | None = None, skip_bad: bool = False, allow_pickle: bool = False,
-                 log=print):
+                 num_images: int | None = None, log=print):
         self.layout = layout
         self.root = Path(path)
         self.allow_pickle = allow_pickle
+        self.skip_bad = skip_bad
         self.skipped: list[str] = []
-        self._files = self._scan(skip_bad)
-        epochs = sorted(self._files)
-        first = self._files[epochs[0]]
-        head = self._load(first[0])
-        nb = len(first)
-        B = self._fields(head, first[0])[5].shape[0]
-        last = self._fields(self._load(first[-1]), first[-1])[5] if nb > 1 else self._fields(head, first[0])[5]
-        C = last.shape[1]
-        N = B * (nb - 1) + last.shape[0]
+        found = self._scan()
+        head, B = self._probe(found)
+        C = head[5].shape[1]
         mix_kind = "none" if head[2] is None else ("mixup" if head[4] is None else "cutmix")
+        order_file = self._order_file(order, order_from)
+        N, how_n = self._count_images(num_images, order_file, found, B)
+        nb = -(-N // B)
+        self._files = found
+        self.present = self._presence(found, N, B, nb)
+        epochs = sorted(self.present)
         sizes = _image_sizes(image_size, N)
         self.info = SourceInfo(layout, C, N, epochs, B, mix_kind=mix_kind, image_sizes=sizes)
+        self.info.notes.append(f"image count {N}: {how_n}")
+        if self._pool_note:
+            self.info.notes.append(self._pool_note)
         self._sizes = np.broadcast_to(np.asarray(sizes, np.int64), (N, 2)) if np.ndim(sizes) == 1 else np.asarray(sizes)
-        self._orders, how = self._make_orders(order, order_from, N, epochs)
+        self._orders, how = self._make_orders(order, order_file, N, epochs)
         self.info.attrs.update({"source_layout": layout, "source_dir": str(self.root.resolve()), "order_source": how})
         self.info.notes.append(f"sample order: {how}")
 
     # -- scanning -----------------------------------------------------------------------
-    def _scan(self, skip_bad: bool) -> dict[int, list[Path]]:
-        files: dict[int, list[Path]] = {}
+    def _scan(self) -> dict[int, dict[int, Path]]:
+        """Every ``epoch_<e>/batch_<b>.tar`` present, by epoch and batch (nothing opened yet)."""
+        found: dict[int, dict[int, Path]] = {}
         for d in self.root.iterdir():
             m = EPOCH_DIR.match(d.name)
             if not (m and d.is_dir()):
                 continue
-            found = {int(mb.group(1)): f for f in d.iterdir() if (mb := BATCH_FILE.match(f.name))}
-            n = max(found) + 1 if found else 0
-            if not found or sorted(found) != list(range(n)):
-                missing = sorted(set(range(n)) - set(found))[:5] or ["all"]
-                self._bad(f"{d}: batch files missing ({', '.join(map(str, missing))}); an epoch needs batch_0..batch_{max(n - 1, 0)}", skip_bad)
-                continue
-            files[int(m.group(1))] = [found[b] for b in range(n)]
-        if not files:
+            files = {int(mb.group(1)): f for f in d.iterdir() if (mb := BATCH_FILE.match(f.name))}
+            if files:
+                found[int(m.group(1))] = files
+            else:
+                self._bad(f"{d} holds no batch_<b>.tar files")
+        if not found:
             raise LabelStoreError(f"{self.root} holds no readable epoch_<e>/batch_<b>.tar folders")
-        counts = {e: len(v) for e, v in files.items()}
-        common = max(set(counts.values()), key=list(counts.values()).count)
-        for e in sorted(files):
-            if counts[e] != common:
-                self._bad(f"{self.root / f'epoch_{e}'} has {counts[e]} batch files, the other epochs {common}", skip_bad)
-                del files[e]
-        epochs = sorted(files)
+        epochs = sorted(found)
         gaps = sorted(set(range(epochs[-1] + 1)) - set(epochs))
-        if gaps and not skip_bad:
-            raise LabelStoreError(f"{self.root}: epoch folders missing: {', '.join(f'epoch_{g}' for g in gaps[:5])}; "
-                                  "pass --skip-bad to pack the epochs present")
-        return files
+        if gaps:
+            self._bad(f"{self.root}: epoch folders missing: {', '.join(f'epoch_{g}' for g in gaps[:5])}"
+                      f"{' …' if len(gaps) > 5 else ''}", what="pack the epochs present")
+        return found
 
-    def _bad(self, msg: str, skip_bad: bool) -> None:
-        if not skip_bad:
-            raise LabelStoreError(msg + " (pass --skip-bad to leave such epochs out)")
+    def _bad(self, msg: str, what: str = "leave such batches out") -> None:
+        if not self.skip_bad:
+            raise LabelStoreError(f"{msg} (pass --skip-bad to {what} and report them)")
         self.skipped.append(msg)
 
-    def _make_orders(self, order, order_from, N, epochs):
-        lpld_json = self.root / LPLD_ORDERS
+    def _probe(self, found) -> tuple[list, int]:
+        """The first readable file that is not an epoch's highest batch: its fields and record
+        count (the batch size). A bad file is skipped under skip_bad, like any other."""
+        candidates = [(e, b) for e in sorted(found) for b in sorted(found[e])]
+        full = [(e, b) for e, b in candidates if b < max(found[e])] or candidates
+        for e, b in full:
+            try:
+                fields = self._fields(self._load(found[e][b]), found[e][b])
+                return fields, fields[5].shape[0]
+            except LabelStoreError as exc:
+                if not self.skip_bad:
+                    raise
+                self.skipped.append(f"{found[e][b]}: {exc}")
+        raise LabelStoreError(f"{self.root}: no batch file is readable ({'; '.join(self.skipped[:2])})")
+
+    def _order_file(self, order: str, order_from: Path | None) -> Path | None:
         if order_from is not None:
-            return _orders.load_orders(order_from, N, epochs), f"read from {order_from}"
-        if order == "auto" and lpld_json.is_file():
-            return _orders.load_orders(lpld_json, N, epochs, self.root), f"read from {LPLD_ORDERS} (LPLD)"
+            return Path(order_from)
+        lpld_json = self.root / LPLD_ORDERS
+        return lpld_json if order == "auto" and lpld_json.is_file() else None
+
+    def _count_images(self, num_images, order_file, found, B) -> tuple[int, str]:
+        """(N, how it is known). Refuses when the files cannot prove it."""
+        top = max(max(files) for files in found.values())
+        if num_images is not None:
+            return int(num_images), "given (--num-images / --images)"
+        if order_file is not None:
+            return _orders.num_images_in(order_file, self.root), f"the length of the orders in {order_file.name}"
+        for e in sorted(found):  # a short batch at the highest index proves where every epoch ends
+            if top in found[e]:
+                try:
+                    n = self._fields(self._load(found[e][top]), found[e][top])[5].shape[0]
+                except LabelStoreError:
+                    if not self.skip_bad:
+                        raise
+                    continue  # left out when packing; another epoch's copy of this batch may prove it
+                if n < B:
+                    return B * top + n, f"batch_{top}.tar holds {n} < {B} records, so it is each epoch's last batch"
+                break
+        raise LabelStoreError(
+            f"cannot tell how many images {self.root} labels: every file up to batch_{top}.tar holds a full batch of "
+            f"{B}, so further batches may be missing. Pass --num-images N, or --images with the image set "
+            f"(.npz/.npy), or --order-from with the relabel run's order file")
+
+    def _presence(self, found, N: int, B: int, nb: int) -> dict[int, list[int]]:
+        """The batches each epoch holds; a partial last epoch is an LPLD pool, other gaps are errors."""
+        present = {}
+        for e in sorted(found):
+            beyond = [b for b in found[e] if b >= nb]
+            if beyond:
+                raise LabelStoreError(
+                    f"{self.root / f'epoch_{e}' / f'batch_{min(beyond)}.tar'} lies beyond {N} images in batches of {B} "
+                    f"(batch_0..batch_{nb - 1}); the image count is wrong: check --num-images / --images")
+            present[e] = sorted(found[e])
+        epochs = sorted(present)
+        last = present[epochs[-1]]
+        if len(last) < nb and last == list(range(len(last))) and all(len(present[e]) == nb for e in epochs[:-1]):
+            self._pool_note = (f"epoch {epochs[-1]} is partial: batches 0..{len(last) - 1} of {nb} "
+                               "(the last epoch of an LPLD label pool); stored as a partial epoch")
+            return present
+        self._pool_note = None
+        for e in epochs:
+            missing = sorted(set(range(nb)) - set(present[e]))
+            if missing:
+                self._bad(f"{self.root / f'epoch_{e}'}: batch files missing ({describe_ranges(missing)}) "
+                          f"of batch_0..batch_{nb - 1}")
+        return present
+
+    def _make_orders(self, order, order_file, N, epochs):
+        if order_file is not None:
+            how = f"read from {LPLD_ORDERS} (LPLD)" if order_file.name == LPLD_ORDERS and order_file.parent == self.root \
+                else f"read from {order_file}"
+            return _orders.load_orders(order_file, N, epochs, self.root), how
         if order == "auto" and self.layout == "lpld":
             raise LabelStoreError(f"{self.root}: LPLD folders carry {LPLD_ORDERS}; it is missing (pass --order-from FILE)")
+        if order == "auto" and getattr(self, "_pool_note", None):
+            raise LabelStoreError(
+                f"{self.root} ends in a partial epoch, as LPLD's pruned label pools do, but has no {LPLD_ORDERS}: "
+                "LPLD's orders cannot be re-created (re-creating SRe2L's RandomSampler(seed 42) gave a wrong order for "
+                "a real LPLD directory). Pass --order-from with the run's order file, or --order NAME if you know how "
+                "the relabel run drew its order")
         if order in ("auto", "sre2l-seed42"):
             return _orders.sre2l_orders(N, epochs), "re-created: RandomSampler(generator seeded 42), epochs drawn in sequence from 0 (SRe2L)"
         if order == "hald-seed42":
@@ -129,6 +207,8 @@ class SRe2LReader(SourceReader):
         return self._orders[epoch]
 
     def read_batch(self, epoch: int, batch: int) -> ImportedBatch:
+        if batch not in self._files.get(epoch, {}):
+            raise LabelStoreError(f"{self.root / f'epoch_{epoch}' / f'batch_{batch}.tar'} is missing")
         path = self._files[epoch][batch]
         coords, flip, mix_index, mix_lam, mix_bbox, logits = self._fields(self._load(path), path)
         return self.convert(epoch, batch, path, coords, flip, mix_index, mix_lam, mix_bbox, logits)
