@@ -14,11 +14,13 @@ DEMO_ARGS   ?=
 BENCH_MODULES := $(patsubst benchmarks/%.py,benchmarks.%,\
                    $(sort $(filter-out benchmarks/_%,$(wildcard benchmarks/*.py))))
 
-.PHONY: help setup demo test bench-quick clean distclean
+.PHONY: help setup demo test test-fast bench-quick clean distclean
 
 help:
 	@echo "make demo         set up, then run the reference pipeline demo (distill demo)"
-	@echo "make test         set up, then run the whole test suite (pytest tests)"
+	@echo "make test         set up, then run the whole test suite (pytest tests), including every"
+	@echo "                  benchmark's --quick run from an empty cache (tests marked slow)"
+	@echo "make test-fast    the test suite without the slow tests"
 	@echo "make bench-quick  set up, then run every benchmark with --quick"
 	@echo "make setup        only the idempotent setup (scripts/setup.sh)"
 	@echo "make clean        remove caches and build files (keeps .venv/ and results/)"
@@ -33,7 +35,11 @@ demo: setup
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
-# Runs every benchmark even when one fails, then fails if any did.
+test-fast: setup
+	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
+
+# Runs every benchmark even when one fails, then fails if any did. It uses (and fills) the caches
+# under results/; `make test` runs the same --quick runs from an empty cache.
 bench-quick: setup
 	@if [ -z "$(BENCH_MODULES)" ]; then echo "no benchmarks in benchmarks/"; exit 0; fi; \
 	failed=""; \

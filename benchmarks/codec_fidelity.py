@@ -1,21 +1,24 @@
 """Codec rate–distortion: bytes per record vs KL divergence, top-1/top-5 agreement and speed,
 for every codec setting, next to the SRe2L and FKD on-disk layouts written for real.
 
-    python -m benchmarks.codec_fidelity [--quick] [--crops N] [--batch 1024]
+    python -m benchmarks.codec_fidelity [--quick] [--crops N] [--batch 1024] [--cache-dir DIR] [--out DIR]
 
 Data: (a) EfficientNet-Lite0 logits (1000 classes) of RandomResizedCrops of the skimage
 photos; (b) a tiny Fashion-MNIST ConvNet's logits (10 classes). Learned codecs are fitted on
 held-out records, never on the ones they are scored on. Speeds are records per CPU-second
 of this single-threaded process (time.process_time), so that other work on a shared machine
-does not count against them. Writes results/codec_fidelity/.
+does not count against them. Writes results/codec_fidelity/ (--out); teacher logits are cached
+in $LABELSTORE_BENCH_CACHE or results/teacher_logits/ (--cache-dir).
 """
 from __future__ import annotations
 
 import os
 
-# one core: timings are single-threaded numpy/BLAS (set before numpy is imported)
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+if __name__ == "__main__":
+    # one core: timings are single-threaded numpy/BLAS (set before numpy is imported); only when
+    # run as the benchmark, so importing this module changes nothing in the importer's process
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
 import csv  # noqa: E402
@@ -37,6 +40,7 @@ def fidelity(reference: np.ndarray, decoded: np.ndarray) -> dict:
     return out
 
 from . import _teacher_logits as teachers  # noqa: E402
+from ._scope import torch_threads  # noqa: E402
 
 OUT = Path("results") / "codec_fidelity"
 SETTINGS_1K = [
@@ -174,13 +178,11 @@ def check_targets(rows: list[dict]) -> list[str]:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no process-wide backend switch, no figure kept open
 
     datasets = list(dict.fromkeys(r["dataset"] for r in rows if r["baseline"]))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(7 * len(datasets), 5.5), squeeze=False)
+    fig = Figure(figsize=(7 * len(datasets), 5.5))
+    axes = fig.subplots(1, len(datasets), squeeze=False)
     for ax, ds in zip(axes[0], datasets):
         for r in (r for r in rows if r["dataset"] == ds):
             family = "baseline" if r["baseline"] else r["codec"].split(":")[0]
@@ -202,67 +204,74 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="2,000 crops, small Fashion-MNIST run")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: one cached part of Lite0 crops (256 fit + 256 scored), Fashion-MNIST on 10k")
     ap.add_argument("--crops", type=int, default=None, help="Lite0 crops to score (default 20,000)")
-    ap.add_argument("--fit", type=int, default=None, help="held-out crops to fit learned codecs on")
+    ap.add_argument("--fit", type=int, default=None, help="held-out crops to fit learned codecs on (default 4,096)")
     ap.add_argument("--logits", type=Path, default=None,
                     help="score your own (n, C) float32 .npy logits instead of Lite0's")
     ap.add_argument("--cached", action="store_true",
-                    help="use every Lite0 crop already cached under results/, compute none")
+                    help="use every Lite0 crop already in the cache, compute none")
+    ap.add_argument("--cache-dir", type=Path, default=None,
+                    help=f"teacher-logit cache (default ${teachers.CACHE_ENV} or results/teacher_logits)")
+    ap.add_argument("--out", type=Path, default=OUT, help="output folder (default %(default)s)")
     ap.add_argument("--batch", type=int, default=1024, help="records per encoded chunk")
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args(argv)
-    crops = args.crops or (2000 if args.quick else 20000)
-    fit_n = args.fit or (1024 if args.quick else 4096)
-    OUT.mkdir(parents=True, exist_ok=True)
+    # --quick: one 512-crop cache part (~20 s of Lite0 on 2 cores) instead of six
+    crops = args.crops or (256 if args.quick else 20000)
+    fit_n = args.fit or (256 if args.quick else 4096)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
 
     if args.logits:
         logits = np.load(args.logits).astype(np.float32)
         photos = np.arange(len(logits)) % len(teachers.PHOTOS)
     elif args.cached:
-        logits, photos = teachers.cached_lite0()
+        logits, photos = teachers.cached_lite0(cache_dir=args.cache_dir)
     else:
-        logits = teachers.lite0_logits(fit_n + crops, threads=2)
+        logits = teachers.lite0_logits(fit_n + crops, threads=2, cache_dir=args.cache_dir)
         photos = np.arange(len(logits)) % len(teachers.PHOTOS)
+    if len(logits) <= fit_n:
+        ap.error(f"{len(logits)} records of logits, not more than --fit {fit_n}: nothing left to score "
+                 "(compute more with `python -m benchmarks._teacher_logits --crops N`, or lower --fit)")
     crops = min(crops, len(logits) - fit_n)
     fit, x = logits[:fit_n], logits[fit_n:fit_n + crops]
     fit_photo, photo = photos[:fit_n], photos[fit_n:fit_n + crops]
-    import torch
-
-    torch.set_num_threads(1)  # the baselines' torch.save/load timed on one core too
     # stress test: a basis fitted on crops of *other* photos than the ones scored
     fit_other = fit[fit_photo < 4]
     held = photo >= 4
-    rows = evaluate(f"lite0 1000-class, {crops} crops", x, fit, SETTINGS_1K, photo, args.batch,
-                    args.repeats)
-    rows += evaluate(f"lite0 unseen photos, {int(held.sum())} crops", x[held], fit_other,
-                     ["topk:k=10", "lowrank:rank=16", "lowrank:rank=32,k=5", "lowrank:rank=128,k=5"],
-                     photo[held], args.batch, args.repeats)
-    for b in (16, 128):  # framing overhead per chunk matters at small batches
-        rows += [{"dataset": f"lite0, chunks of {b} records", "codec": spec, "baseline": False,
-                  "ratio_vs_sre2l": rows[0]["bytes_per_record"],
-                  **run_codec(spec, fit, x[:4096], b, 1)}
-                 for spec in ("topk:k=10", "lowrank:rank=8", "lowrank:rank=128,k=5")]
-        for r in rows[-3:]:
-            r["ratio_vs_sre2l"] /= r["bytes_per_record"]
-    torch.set_num_threads(2)
-    fm = teachers.fashion_logits(train_images=10000 if args.quick else 60000)
-    torch.set_num_threads(1)
-    rows += evaluate("fashion-mnist 10-class", fm[2000:], fm[:2000], SETTINGS_10,
-                     np.arange(len(fm) - 2000) // 500, args.batch, args.repeats)
+    with torch_threads(1):  # the baselines' torch.save/load timed on one core too
+        rows = evaluate(f"lite0 1000-class, {crops} crops", x, fit, SETTINGS_1K, photo, args.batch,
+                        args.repeats)
+        rows += evaluate(f"lite0 unseen photos, {int(held.sum())} crops", x[held], fit_other,
+                         ["topk:k=10", "lowrank:rank=16", "lowrank:rank=32,k=5", "lowrank:rank=128,k=5"],
+                         photo[held], args.batch, args.repeats)
+        for b in (16, 128):  # framing overhead per chunk matters at small batches
+            rows += [{"dataset": f"lite0, chunks of {b} records", "codec": spec, "baseline": False,
+                      "ratio_vs_sre2l": rows[0]["bytes_per_record"],
+                      **run_codec(spec, fit, x[:4096], b, 1)}
+                     for spec in ("topk:k=10", "lowrank:rank=8", "lowrank:rank=128,k=5")]
+            for r in rows[-3:]:
+                r["ratio_vs_sre2l"] /= r["bytes_per_record"]
+    with torch_threads(2):
+        fm = teachers.fashion_logits(train_images=10000 if args.quick else 60000, cache_dir=args.cache_dir)
+    with torch_threads(1):
+        rows += evaluate("fashion-mnist 10-class", fm[2000:], fm[:2000], SETTINGS_10,
+                         np.arange(len(fm) - 2000) // 500, args.batch, args.repeats)
 
     print_table(rows)
     verdict = check_targets(rows)
     print("\n" + "\n".join(verdict))
     keys = ["dataset", "codec", "baseline", "bytes_per_record", "ratio_vs_sre2l", "kl_t20", "kl_t1",
             "top1", "top5", "encode_rps", "decode_rps", "arrays_bytes"]
-    with open(OUT / "codec_fidelity.csv", "w", newline="") as f:
+    with open(out / "codec_fidelity.csv", "w", newline="") as f:
         w = csv.DictWriter(f, keys)
         w.writeheader()
         w.writerows({k: r[k] for k in keys} for r in rows)
-    (OUT / "targets.txt").write_text("\n".join(verdict) + "\n")
-    plot(rows, OUT / "codec_fidelity.png")
-    print(f"\nwrote {OUT / 'codec_fidelity.csv'}, {OUT / 'codec_fidelity.png'}")
+    (out / "targets.txt").write_text("\n".join(verdict) + "\n")
+    plot(rows, out / "codec_fidelity.png")
+    print(f"\nwrote {out / 'codec_fidelity.csv'}, {out / 'codec_fidelity.png'}, {out / 'targets.txt'}")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def generate(root: str, records: int, classes: int, batch_size: int, images: int
                         [np.int64(10), np.int64(20), np.int64(100), np.int64(120)], torch.from_numpy(z).half()], d / f"batch_{b}.tar")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="20,000 records instead of 1,000,000")
     ap.add_argument("--records", type=int)
@@ -48,7 +48,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--codec", default="dense16")
     ap.add_argument("--out", default="results/pack_throughput")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     records = args.records or (20_000 if args.quick else 1_000_000)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,8 @@ at 10 images per class), timing the writer (encode + journal + finalize, the tea
 excluded), the file size, random batch reads and the peak memory of writer and reader, each
 in a fresh child process. Per-record costs are then extrapolated to the sizes the papers use.
 Logits at 1000 classes are real EfficientNet-Lite0 outputs when the codec benchmark's cache
-exists (results/teacher_logits/), otherwise teacher-like synthetic logits (it says which).
+has them (--cache-dir, default $LABELSTORE_BENCH_CACHE or results/teacher_logits/), otherwise
+teacher-like synthetic logits (it says which).
 """
 from __future__ import annotations
 
@@ -35,21 +36,21 @@ TARGETS = [
 ]
 
 
-def logit_pool(num_classes: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+def logit_pool(num_classes: int, rng: np.random.Generator, cache_dir: Path | None = None) -> tuple[np.ndarray, str]:
     if num_classes == 1000:
-        parts = sorted(Path("results/teacher_logits").glob("lite0_seed*/part*.npy"))
-        if parts:
-            pool = np.concatenate([np.load(p) for p in parts[:40]]).astype(np.float32)
-            if len(pool) >= 2048:
-                return pool, f"real EfficientNet-Lite0 logits ({len(pool)} crops, reused cyclically)"
+        from benchmarks._teacher_logits import cached_lite0
+
+        pool = cached_lite0(cache_dir=cache_dir)[0][: 40 * 512].astype(np.float32)
+        if len(pool) >= 2048:
+            return pool, f"real EfficientNet-Lite0 logits ({len(pool)} crops, reused cyclically)"
     z = rng.normal(0, 1.5, (4096, num_classes)).astype(np.float32)
     z[np.arange(4096), rng.integers(0, num_classes, 4096)] += 9
     return z, "synthetic teacher-like logits"
 
 
-def _write(path, images, classes, epochs, codec, q):
+def _write(path, images, classes, epochs, codec, cache_dir, q):
     rng = np.random.default_rng(0)
-    pool, source = logit_pool(classes, rng)
+    pool, source = logit_pool(classes, rng, cache_dir)
     if codec.startswith("lowrank"):
         from labelstore import parse_codec_spec
 
@@ -112,9 +113,10 @@ def _in_child(fn, *args) -> dict:
     return out
 
 
-def measure(tmp: Path, name: str, images: int, classes: int, epochs: int, codec: str) -> dict:
+def measure(tmp: Path, name: str, images: int, classes: int, epochs: int, codec: str,
+            cache_dir: Path | None = None) -> dict:
     path = tmp / f"{name}.h5"
-    w = _in_child(_write, path, images, classes, epochs, codec)
+    w = _in_child(_write, path, images, classes, epochs, codec, cache_dir)
     r = _in_child(_read, path)
     records = images * epochs
     size = path.stat().st_size
@@ -131,18 +133,20 @@ def measure(tmp: Path, name: str, images: int, classes: int, epochs: int, codec:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="30 epochs instead of 300, the 21K-P epoch at 1/10")
+    ap.add_argument("--quick", action="store_true", help="10 epochs instead of 300, the 21K-P epoch at 1/10 (~40 s on 2 cores)")
     ap.add_argument("--codecs", default="topk:k=10|lowrank:rank=8|lowrank:rank=128,k=5|dense_q:bits=8",
                     help="'|'-separated codec specs")
     ap.add_argument("--out", default="results/scale")
+    ap.add_argument("--cache-dir", type=Path, default=None,
+                    help="teacher-logit cache of benchmarks.codec_fidelity (default $LABELSTORE_BENCH_CACHE or results/teacher_logits)")
     args = ap.parse_args(argv)
     codecs = args.codecs.split("|")
-    epochs = 30 if args.quick else 300
+    epochs = 10 if args.quick else 300  # 10: keeps the smoke run (and the test that runs it) under a minute
     rows = []
     with tempfile.TemporaryDirectory(dir=".") as d:
         tmp = Path(d)
         for codec in codecs:
-            rows.append(measure(tmp, "in1k_ipc10", 10_000, 1000, epochs, codec))
+            rows.append(measure(tmp, "in1k_ipc10", 10_000, 1000, epochs, codec, args.cache_dir))
         # 21K-P: one epoch (a tenth with --quick); a second epoch would cost the same again
         n21 = 10_450 if args.quick else 104_500
         for codec in ("topk:k=10", "dense_q:bits=8"):

@@ -15,7 +15,7 @@ The defaults are the full sweep of docs/benchmarks.md (531 students of a 128-cha
 300 epochs, batch 20): about 30 s per student with 12 sharing one H100, about 120 s each on
 2 CPU cores (hours; results.csv is written as runs finish and a re-run resumes).
 
-    python -m benchmarks.storage_vs_accuracy --quick      # < 1 min smoke run on CPU (2 cores)
+    python -m benchmarks.storage_vs_accuracy --quick      # < 1 min smoke run on CPU (2 cores), from scratch
     python -m benchmarks.storage_vs_accuracy --device cuda --workers 12 --threads 1
     # a subset on CPU, with a cached teacher:
     python -m benchmarks.storage_vs_accuracy --sources real --teacher results/teachers/convnet.pt --no-committee \
@@ -30,6 +30,7 @@ import argparse
 import csv
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,6 +43,8 @@ from distill.relabel import RelabelConfig, relabel
 from distill.squeeze import SqueezeConfig, squeeze
 from distill.train import TrainConfig, train
 from labelstore import LabelFile, LabelWriter, parse_codec_spec
+
+from ._scope import torch_rng_kept, torch_threads
 
 SCHEDULES = {"all-soft": "soft", "HALD": "hald", "all-hard": "hard", "drift-gated": "soft|drift",
              "HALD-drift": "hald|drift", "HALD-short": "hald:hard=0.2", "blend": "blend:w=0.7",
@@ -87,7 +90,11 @@ def parse_args(argv=None):
                    help="relabel mixing; auto: none on real images, CutMix on recovered ones (measured best for each)")
     p.add_argument("--hard-mix", default="none", choices=["cutmix", "none", "mixup"],
                    help="mixing in the students' hard steps (all-hard, HALD's hard phase)")
-    p.add_argument("--out", default="results/storage_vs_accuracy")
+    p.add_argument("--out", default=None,
+                   help="results folder (default results/storage_vs_accuracy, with --quick results/storage_vs_accuracy-quick)")
+    p.add_argument("--cache-dir", default=None,
+                   help="teachers, image sets and label files (default: the --out folder; with --quick a fresh "
+                        "temporary folder, so a smoke run always trains and relabels)")
     p.add_argument("--summarise-only", action="store_true",
                    help="train nothing: summary and plot from the --out folder's results.csv (e.g. one copied back "
                         "from another machine), with this command's --sources/--S/--schedules/--codecs")
@@ -103,7 +110,8 @@ def parse_args(argv=None):
         a.sources, a.S, a.codecs, a.schedules, a.seeds = ["real"], [1, 5], ["dense16", "dense_q:bits=4"], ["all-soft", "HALD"], 1
         a.epochs, a.test_subset, a.teacher_subset, a.teacher_epochs, a.committee = 60, 2000, 5000, 1, False
         a.model = a.teacher_model = "convnet-w32"  # about 10x cheaper on CPU than the 128-channel ConvNet
-        a.out = a.out.rstrip("/") + "-quick"
+    if a.out is None:
+        a.out = "results/storage_vs_accuracy" + ("-quick" if a.quick else "")
     return a
 
 
@@ -174,21 +182,30 @@ def transcode(src: Path, dst: Path, S: int, codec: str) -> Path:
 def run_student(a, images: Path, labels: Path, schedule: str, seed: int, workdir: Path) -> tuple[float, float]:
     """One student; a top-level function so `--workers` can run it in a separate process."""
     t = time.time()
-    torch.set_num_threads(a.threads)
-    res = train(TrainConfig(images=str(images), labels=str(labels), out_dir=str(workdir), model=a.model,
-                            schedule=SCHEDULES[schedule], epochs=a.epochs, test_subset=a.test_subset, seed=seed,
-                            hard_mix=getattr(a, "hard_mix", "cutmix"),
-                            threads=a.threads, device=a.device, checkpoint_every=0), progress=False)
+    with torch_threads(a.threads):
+        res = train(TrainConfig(images=str(images), labels=str(labels), out_dir=str(workdir), model=a.model,
+                                schedule=SCHEDULES[schedule], epochs=a.epochs, test_subset=a.test_subset, seed=seed,
+                                hard_mix=getattr(a, "hard_mix", "cutmix"),
+                                threads=a.threads, device=a.device, checkpoint_every=0), progress=False)
     return float(res["test_acc"]), time.time() - t
 
 
 def main(argv=None) -> int:
     a = parse_args(argv)
-    torch.set_num_threads(a.threads)
+    # scoped: distill's steps set torch's thread count and seed its global RNG; a caller's stay as they were
+    with torch_threads(a.threads), torch_rng_kept():
+        if a.quick and a.cache_dir is None:
+            with tempfile.TemporaryDirectory(prefix="storage_vs_accuracy_quick_") as tmp:
+                return _run(a, Path(tmp))
+        return _run(a, Path(a.cache_dir or a.out))
+
+
+def _run(a, cache: Path) -> int:
     root = Path(a.out)
     csv_path = root / "results.csv"
     done = {}
-    if csv_path.exists():  # resume: rows already measured are kept
+    # resume: rows already measured are kept; a --quick run is a smoke test and measures everything again
+    if csv_path.exists() and (a.summarise_only or not a.quick):
         for r in csv.DictReader(open(csv_path)):
             done[(r["source"], r["teacher"], r["codec"], int(r["S"]), r["schedule"], int(r["seed"]))] = r
     if a.summarise_only:
@@ -197,22 +214,22 @@ def main(argv=None) -> int:
         return 0 if summarise(list(done.values()), a, root) is not None else 1
     root.mkdir(parents=True, exist_ok=True)
     fields = ["source", "teacher", "codec", "S", "schedule", "seed", "label_bytes", "test_acc", "seconds", "mismatch"]
-    new = not csv_path.exists()
-    out = open(csv_path, "a", newline="")
+    new = a.quick or not csv_path.exists()
+    out = open(csv_path, "w" if new else "a", newline="")
     writer = csv.DictWriter(out, fieldnames=fields)
     if new:
         writer.writeheader()
     t0 = time.time()
-    tpaths = teachers(a, root)
+    tpaths = teachers(a, cache)
     Smax = max(a.S)
     jobs = []
     for source in a.sources:
-        images = image_set(source, a, root, tpaths)
+        images = image_set(source, a, cache, tpaths)
         setups = [("single", [tpaths[0]])]
         if a.committee and source == "real":
             setups.append(("committee", tpaths))
         for tname, tlist in setups:
-            base = root / "labels" / source / tname / f"S{Smax}-dense16.h5"
+            base = cache / "labels" / source / tname / f"S{Smax}-dense16.h5"
             lab = relabel(RelabelConfig(images=str(images), teachers=[str(t) for t in tlist], out=str(base),
                                         epochs=Smax, batch_size=a.batch_size, codec="dense16", mix=relabel_mix(a.mix, source),
                                         threads=a.threads, device=a.device),
@@ -255,10 +272,10 @@ def main(argv=None) -> int:
 
     if a.workers <= 1:
         for key, images, labels, mismatch in tqdm(runs, desc="students"):
-            record(key, labels, mismatch, *run_student(a, images, labels, key[4], key[5], root / "work"))
+            record(key, labels, mismatch, *run_student(a, images, labels, key[4], key[5], cache / "work"))
     else:  # one work dir per run: concurrent students must not share last.pt / metrics
         with ProcessPoolExecutor(a.workers, mp_context=mp.get_context("spawn")) as pool:
-            futs = {pool.submit(run_student, a, images, labels, key[4], key[5], root / "work" / f"run{i}"): (key, labels, mismatch)
+            futs = {pool.submit(run_student, a, images, labels, key[4], key[5], cache / "work" / f"run{i}"): (key, labels, mismatch)
                     for i, (key, images, labels, mismatch) in enumerate(runs)}
             from concurrent.futures import as_completed
 
@@ -353,13 +370,11 @@ def summarise(rows, a, root: Path) -> dict:
 
 def plot(agg, a, path: Path) -> None:
     """One panel per image set: test top-1 vs label bytes, a line per (schedule, codec); one shared legend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no process-wide backend switch, no figure kept open
 
     sources = [s for s in a.sources if any(k[0] == s for k in agg)]
-    fig, axes = plt.subplots(1, max(1, len(sources)), figsize=(5.5 * max(1, len(sources)), 4.6), squeeze=False)
+    fig = Figure(figsize=(5.5 * max(1, len(sources)), 4.6))
+    axes = fig.subplots(1, max(1, len(sources)), squeeze=False)
     colors = {"all-soft": "tab:orange", "HALD": "tab:blue", "all-hard": "tab:gray", "drift-gated": "tab:green",
               "HALD-drift": "tab:purple", "HALD-short": "tab:cyan", "blend": "tab:olive", "HALD-auto": "tab:red"}
     markers = {"dense16": "o", "dense_q:bits=8": "s", "dense_q:bits=4": "^", "topk:k=3": "D"}
@@ -389,7 +404,6 @@ def plot(agg, a, path: Path) -> None:
     rows = -(-len(legend) // 6)
     fig.tight_layout(rect=(0, 0.05 * rows + 0.02, 1, 1))
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

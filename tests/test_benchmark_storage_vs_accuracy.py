@@ -65,6 +65,8 @@ def test_summarise_only_needs_measured_runs(tmp_path):
 def test_quick_preset_and_schedule_names():
     a = sva.parse_args(["--quick"])
     assert (a.sources, a.S, a.seeds, a.committee) == (["real"], [1, 5], 1, False) and a.out.endswith("-quick")
+    assert a.cache_dir is None  # main() then caches in a fresh temporary folder: a smoke run always trains
+    assert sva.parse_args(["--quick", "--out", "mine"]).out == "mine"  # an explicit --out is used as given
     assert sva.SCHEDULES["HALD-auto"] == "hald:hard=auto" and sva.SCHEDULES["drift-gated"] == "soft|drift"
     assert [sva.relabel_mix("auto", s) for s in ("real", "sre2l", "cvdd")] == ["none", "cutmix", "cutmix"]
     assert sva.relabel_mix("none", "sre2l") == "none"  # an explicit choice wins
@@ -72,3 +74,12 @@ def test_quick_preset_and_schedule_names():
 
     for text in sva.SCHEDULES.values():  # every name the benchmark offers is a schedule the loader takes
         assert str(parse_schedule(text)) == str(parse_schedule(str(parse_schedule(text))))
+
+
+def test_main_leaves_the_callers_torch_thread_count(tmp_path):
+    import torch
+
+    write_results(tmp_path)
+    before = torch.get_num_threads()
+    assert sva.main(ARGS + ["--out", str(tmp_path), "--threads", str(before + 1)]) == 0
+    assert torch.get_num_threads() == before  # it used to stay at --threads for the rest of the process
