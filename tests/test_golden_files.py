@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labelstore import LabelFile, codec_ids, verify_file
+from labelstore import LabelFile, LabelStoreError, codec_ids, verify_file
 
 GOLDEN = Path(__file__).parent / "golden" / "files"
 FILES = sorted(GOLDEN.glob("v*/*.h5"))
@@ -24,6 +24,7 @@ FILES = sorted(GOLDEN.glob("v*/*.h5"))
 # What format version 1 had; listed here so that a codec added later does not need v1 files.
 V1_CODEC_IDS = ("dense16", "dense_q", "lowrank", "topk")
 V1_DENSE_Q_BITS = (4, 6, 8)
+V2_CODEC_IDS = V1_CODEC_IDS  # format 2 changed the file around the chunks, not the codecs
 
 ARRAY_KEYS = {"orders", "batch_epoch", "batch_index", "batch_start", "indices", "logits", "boxes", "flips",
               "mix_kind", "mix_lam", "mix_box", "mix_partner"}
@@ -68,7 +69,24 @@ def test_golden_file_reads_to_its_expected_values(path: Path):
 
         assert [f.batch_size(e) for e in range(f.num_epochs)] == meta["batch_sizes"]
         assert [f.num_batches(e) for e in range(f.num_epochs)] == meta["num_batches"]
-        assert len(f) == len(want["batch_epoch"]) == sum(meta["num_batches"])
+        # Format 2 added partial epochs and the pixels attribute; a format-1 file has neither.
+        if meta["format_version"] >= 2:
+            assert {"stored_batches", "pixels"} <= meta.keys()
+        stored = meta.get("stored_batches", [list(range(nb)) for nb in meta["num_batches"]])
+        assert f.pixels == meta.get("pixels")
+        assert [f.stored_batches(e).tolist() for e in range(f.num_epochs)] == stored
+        assert [f.is_complete(e) for e in range(f.num_epochs)] == [len(s) == nb for s, nb in zip(stored, meta["num_batches"])]
+        assert f.complete == all(len(s) == nb for s, nb in zip(stored, meta["num_batches"]))
+        assert f.stored_batches().tolist() == [[e, b] for e, s in enumerate(stored) for b in s]
+        assert [[e, b] for e, b in zip(want["batch_epoch"].tolist(), want["batch_index"].tolist())] == f.stored_batches().tolist()
+        assert len(f) == len(want["batch_epoch"]) == sum(map(len, stored))
+        assert [list(map(len, (f.read_crops(e, b) for b in s))) for e, s in enumerate(stored)] == meta["num_records"]
+        assert f.num_records == len(want["indices"]) == sum(map(sum, meta["num_records"]))
+        assert [(bt.epoch, bt.batch) for bt in f.batches()] == [(e, b) for e, s in enumerate(stored) for b in s]
+        for e, s in enumerate(stored):
+            for b in sorted(set(range(meta["num_batches"][e])) - set(s)):
+                with pytest.raises(LabelStoreError, match="not stored"):
+                    f.read_batch(e, b)
         for e in range(f.num_epochs):
             np.testing.assert_array_equal(f.order(e), want["orders"][e])
 
@@ -114,13 +132,39 @@ def test_golden_folders_are_complete():
         assert names == {s + suffix for s in stems for suffix in (".h5", ".expected.json", ".expected.npz")}
 
 
+def golden_metas(version: int) -> list[dict]:
+    folder = GOLDEN / f"v{version}"
+    assert folder.is_dir(), f"tests/golden/files/v{version} is missing: see tests/golden/make_golden_files.py"
+    return [load_expected(p)[0] for p in sorted(folder.glob("*.h5"))]
+
+
 def test_v1_golden_files_cover_every_v1_codec_and_mode():
-    folder = GOLDEN / "v1"
-    assert folder.is_dir(), "tests/golden/files/v1 is missing: see tests/golden/make_golden_files.py"
-    metas = [load_expected(p)[0] for p in sorted(folder.glob("*.h5"))]
+    metas = golden_metas(1)
     assert set(V1_CODEC_IDS) <= set(codec_ids()), "a codec of format 1 is gone: its files no longer read"
-    assert {m["codec"]["id"] for m in metas} >= set(V1_CODEC_IDS)
     assert {m["codec"]["bits"] for m in metas if m["codec"]["id"] == "dense_q"} >= set(V1_DENSE_Q_BITS)
+    assert all("stored_batches" not in m and "pixels" not in m for m in metas)
+    check_coverage(metas, V1_CODEC_IDS)
+
+
+def test_v2_golden_files_cover_every_codec_and_mode_and_what_format_2_added():
+    metas = golden_metas(2)
+    assert set(V2_CODEC_IDS) <= set(codec_ids()), "a codec of format 2 is gone: its files no longer read"
+    check_coverage(metas, V2_CODEC_IDS)
+    assert all(m["format_version"] == 2 for m in metas)
+    # partial epochs: a prefix of the batches (LPLD's pool), batches with a gap, the short last batch alone
+    partial = [(s, nb) for m in metas for s, nb in zip(m["stored_batches"], m["num_batches"]) if len(s) < nb]
+    assert any(s == list(range(len(s))) for s, nb in partial)
+    assert any(s != list(range(s[0], s[-1] + 1)) for s, nb in partial)
+    assert any(s == [nb - 1] for s, nb in partial)
+    assert any(all(len(s) == nb for s, nb in zip(m["stored_batches"], m["num_batches"])) for m in metas)
+    assert any(len(s) < nb and s[-1] == nb - 1 for s, nb in partial), "a partial epoch that stores its short last batch"
+    # the pixels attribute, set (colour and grey) and unset
+    pixels = [m["pixels"] for m in metas]
+    assert None in pixels and {p["gray"] for p in pixels if p} == {True, False}
+
+
+def check_coverage(metas: list[dict], codecs) -> None:
+    assert {m["codec"]["id"] for m in metas} >= set(codecs)
 
     def seen(fn):
         return {fn(m) for m in metas}

@@ -10,6 +10,16 @@ an old one::
         /work/main/.venv/bin/python /work/main/tests/golden/make_golden_files.py \\
         --out /work/main/tests/golden/files/v1
 
+    git worktree add /tmp/v2tree c5a2299          # "Format 2": partial epochs, pixels, HDF5 1.10 objects
+    cd /tmp/v2tree && LABELSTORE_GOLDEN_ROOT=/tmp/v2tree PYTHONPATH=/tmp/v2tree \\
+        /work/main/.venv/bin/python /work/main/tests/golden/make_golden_files.py \\
+        --out /work/main/tests/golden/files/v2
+
+The folder's name says the format version (``v<N>``): the set is the cases whose ``formats``
+include N (format 1's are ``CASES``; format 2's, ``CASES_V2``, add partial epochs and the
+``pixels`` attribute and cover every codec and mode again in HDF5 1.10 objects), and every
+file written must carry that version.
+
 The cases below use only the public API (``LabelWriter``, ``LabelFile``, policies, codecs).
 Together they cover every codec and configuration, every crop / order / mix mode, both
 sources, with and without fingerprint, image sizes, teacher and user attributes, and
@@ -43,7 +53,9 @@ RRC = "random_resized_crop"
 # One dict per file. Keys: codec spec, N images, C classes, seed, batch sizes (one per
 # epoch), sizes ("fixed", "variable", "wide", or None = no /image_sizes), crops / orders /
 # mix modes, crop and mix policies, source temperature (None = logits), fingerprint,
-# teacher, attrs.
+# teacher, attrs; since format 2 optionally ``partial`` ({epoch: the batches it stores}) and
+# ``pixels`` (the dict passed to LabelWriter(pixels=...)); ``formats``: the golden sets the
+# case belongs to (default: format 1's).
 CASES: list[dict] = [
     dict(name="dense16_rrc_cutmix", codec="dense16", N=20, C=10, seed=11, batch_sizes=[8, 6, 20],
          sizes="fixed", crops="derived", orders="derived", mix="derived",
@@ -92,6 +104,56 @@ CASES: list[dict] = [
          crop_policy=dict(size=(12, 12), kind="full"), mix_policy=dict(kind="none"),
          source_T=None, fingerprint=False, teacher=None, attrs=None),
 ]
+
+_TORCH_PIXELS = {"crop_size": [24, 24], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "gray": False,
+                 "dtype": "float32", "backend": "torch", "interpolation": "bilinear, antialiased (torchvision v2 resize)"}
+# Format 2: every codec, crop / order / mix mode and source again (the HDF5 objects are 1.10's
+# now), plus partial epochs -- a prefix (LPLD's pool), a gap, only the short last batch -- and
+# the pixels attribute, set and unset.
+CASES_V2: list[dict] = [
+    dict(name="v2_dense16_lpld_pool_pixels", codec="dense16", N=20, C=10, seed=121, batch_sizes=[8, 8, 8],
+         partial={2: [0, 1]}, pixels=_TORCH_PIXELS,
+         sizes="fixed", crops="derived", orders="derived", mix="derived",
+         crop_policy=dict(size=(24, 24), kind=RRC), mix_policy=dict(kind="cutmix", alpha=1.0, prob=0.6),
+         source_T=None, fingerprint=True, teacher={"name": "resnet18", "bn": "train"},
+         attrs={"dataset": "golden-v2", "pool": "LPLD, first 7 of 9 batches", "note": "ünïcode ok"}),
+    dict(name="v2_dense_q8_imported_gap_mixup", codec="dense_q:bits=8", N=14, C=6, seed=132, batch_sizes=[4, 5],
+         partial={0: [1, 3]}, pixels=None,
+         sizes=None, crops="explicit", orders="explicit", mix="explicit",
+         crop_policy=dict(size=(32, 32), kind=RRC), mix_policy=dict(kind="mixup", alpha=0.8, prob=0.7),
+         source_T=2.0, fingerprint=False, teacher=None, attrs=None),
+    dict(name="v2_topk_k3_full_mixup_gray_pixels", codec="topk:k=3", N=16, C=8, seed=143, batch_sizes=[6, 16],
+         pixels={"crop_size": [20, 20], "mean": [0.5], "std": [0.25], "gray": True, "dtype": "float16",
+                 "backend": "ffcv", "interpolation": "area"},
+         sizes="variable", crops="derived", orders="explicit", mix="derived",
+         crop_policy=dict(size=(20, 20), kind="full"), mix_policy=dict(kind="mixup", alpha=0.4, prob=1.0),
+         source_T=None, fingerprint=True, teacher={"committee": ["a", "b"], "weights": [0.7, 0.3]},
+         attrs={"stage": "relabel"}),
+    dict(name="v2_lowrank_r3_k2_explicit_cutmix_last_batch", codec="lowrank:rank=3,k=2", N=18, C=9, seed=154,
+         batch_sizes=[7, 6], partial={0: [2]},
+         sizes="variable", crops="explicit", orders="derived", mix="explicit",
+         crop_policy=dict(size=(20, 20), kind="full"), mix_policy=dict(kind="cutmix", alpha=1.0, prob=0.5),
+         source_T=4.0, fingerprint=False, teacher={"name": "probs-only teacher"}, attrs=None),
+    dict(name="v2_dense_q4_rrc_nomix", codec="dense_q:bits=4", N=11, C=5, seed=165, batch_sizes=[3, 11],
+         pixels=_TORCH_PIXELS,
+         sizes="variable", crops="derived", orders="derived", mix="derived",
+         crop_policy=dict(size=(16, 16), scale=(0.25, 1.0), ratio=(0.5, 2.0), flip_prob=0.3, kind=RRC),
+         mix_policy=dict(kind="none"),
+         source_T=None, fingerprint=True, teacher="a plain string teacher", attrs={"list": [1, 2, 3]}),
+]
+for _case in CASES_V2:
+    _case["formats"] = (2,)
+
+
+def cases_for(version: int) -> list[dict]:
+    """The golden set of one format version."""
+    return [c for c in CASES + CASES_V2 if version in c.get("formats", (1,))]
+
+
+def stored_batches(case: dict, epoch: int) -> list[int]:
+    """The batches a case stores of ``epoch``: all, unless the epoch is partial."""
+    nb = -(-case["N"] // case["batch_sizes"][epoch])
+    return list(case.get("partial", {}).get(epoch, range(nb)))
 
 
 # -- an independent re-implementation of docs/format.md's derived draws ---------------------
@@ -206,18 +268,21 @@ def write_case(case: dict, path: Path) -> dict:
     mix_policy = MixPolicy(**case["mix_policy"])
     T = case["source_T"]
     given: dict = {"orders": {}, "batches": {}, "codec": codec, "image_sizes": sizes, "fingerprint": fingerprint}
+    new = {"pixels": case["pixels"]} if case.get("pixels") else {}  # format 2's; format 1's writer has no such argument
     with LabelWriter(
         path, num_classes=C, num_images=N, codec=codec, seed=case["seed"], image_fingerprint=fingerprint,
         image_sizes=sizes, crop_policy=crop_policy, mix_policy=mix_policy, crops=case["crops"],
         orders=case["orders"], mix=case["mix"], source="probabilities" if T else "logits",
-        source_temperature=T, teacher=case["teacher"], attrs=case["attrs"], overwrite=True,
+        source_temperature=T, teacher=case["teacher"], attrs=case["attrs"], overwrite=True, **new,
     ) as w:
         for e, bs in enumerate(case["batch_sizes"]):
             order = rng.permutation(N) if case["orders"] == "explicit" else None
-            given["orders"][e] = w.begin_epoch(e, bs, order)
+            partial = {"batches": case["partial"][e]} if e in case.get("partial", {}) else {}
+            given["orders"][e] = w.begin_epoch(e, bs, order, **partial)
             if order is not None:
                 assert np.array_equal(given["orders"][e], order)
-            for b in range(w.num_batches(e)):
+            assert w.num_batches(e) == -(-N // bs)
+            for b in stored_batches(case, e):
                 idx = w.batch_indices(e, b)
                 n = len(idx)
                 z = teacher_logits(rng, protos, n)
@@ -345,14 +410,30 @@ def read_back(case: dict, path: Path, given: dict) -> tuple[dict, dict[str, np.n
         else:
             np.testing.assert_array_equal(f.image_sizes, given["image_sizes"])
             arrays["image_sizes"] = f.image_sizes
+        if f.format_version < 2:
+            assert not case.get("partial") and not case.get("pixels"), f"{case['name']} needs format 2"
+        else:
+            assert f.pixels == case.get("pixels"), (f.pixels, case.get("pixels"))
+            assert f.complete == (not case.get("partial"))
+            assert len(f) == sum(len(stored_batches(case, e)) for e in range(len(case["batch_sizes"])))
         for e, bs in enumerate(case["batch_sizes"]):
             assert f.batch_size(e) == bs and f.num_batches(e) == -(-N // bs)
+            if f.format_version >= 2:
+                assert f.stored_batches(e).tolist() == stored_batches(case, e)
+                assert f.is_complete(e) == (e not in case.get("partial", {}))
+                for b in sorted(set(range(f.num_batches(e))) - set(stored_batches(case, e))):
+                    try:
+                        f.read_batch(e, b)
+                    except labelstore.LabelStoreError as exc:
+                        assert "not stored" in str(exc), exc
+                    else:
+                        raise AssertionError(f"{case['name']}: epoch {e} batch {b} is not stored but reads")
             order = f.order(e)
             np.testing.assert_array_equal(order, given["orders"][e])
             if case["orders"] == "derived":
                 np.testing.assert_array_equal(order, spec_order(seed, e, N))
             orders.append(order)
-            for b in range(f.num_batches(e)):
+            for b in stored_batches(case, e):
                 where = f"{case['name']} epoch {e} batch {b}"
                 batch, inp = f.read_batch(e, b), given["batches"][(e, b)]
                 np.testing.assert_array_equal(batch.indices, inp["indices"], err_msg=where)
@@ -405,8 +486,11 @@ def read_back(case: dict, path: Path, given: dict) -> tuple[dict, dict[str, np.n
             "num_epochs": f.num_epochs,
             "batch_sizes": [f.batch_size(e) for e in range(f.num_epochs)],
             "num_batches": [f.num_batches(e) for e in range(f.num_epochs)],
-            "num_records": [[len(f.read_crops(e, b)) for b in range(f.num_batches(e))] for e in range(f.num_epochs)],
+            "num_records": [[len(f.read_crops(e, b)) for b in stored_batches(case, e)] for e in range(f.num_epochs)],
         }
+        if f.format_version >= 2:  # what format 2 added
+            meta["stored_batches"] = [f.stored_batches(e).tolist() for e in range(f.num_epochs)]
+            meta["pixels"] = f.pixels
     want_meta = {
         "crops": case["crops"], "orders": case["orders"],
         "mix": case["mix"] if mp["kind"] != "none" else "none",
@@ -468,6 +552,12 @@ def main(argv=None) -> int:
     if want_root and not where.is_relative_to(Path(want_root).resolve()):
         raise SystemExit(f"labelstore was imported from {where}, not from {want_root}: set PYTHONPATH={want_root}")
     out: Path = args.out
+    m = re.fullmatch(r"v(\d+)", out.name)
+    if not m:
+        raise SystemExit(f"--out must be a folder named v<N> (the format version it holds), got {out.name}")
+    cases = cases_for(int(m.group(1)))
+    if not cases:
+        raise SystemExit(f"no golden cases for format version {m.group(1)}: add them to make_golden_files.py")
     if out.exists() and any(out.iterdir()) and not args.force:
         raise SystemExit(f"{out} already holds golden files; golden files are written once (--force replaces them)")
     prov = provenance()
@@ -476,21 +566,20 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*"):
         old.unlink()
-    m = re.fullmatch(r"v(\d+)", out.name)
-    for case in CASES:
+    for case in cases:
         path = out / f"{case['name']}.h5"
         given = write_case(case, path)
         meta, arrays = read_back(case, path, given)
-        if m and meta["format_version"] != int(m.group(1)):
+        if meta["format_version"] != int(m.group(1)):
             raise SystemExit(f"{path} has format version {meta['format_version']}, but the folder is {out.name}")
         meta["file_crc32"] = zlib.crc32(path.read_bytes())
         meta["generated_by"] = prov
         (out / f"{case['name']}.expected.json").write_text(json.dumps(meta, indent=1, sort_keys=True, ensure_ascii=False) + "\n",
                                                         encoding="utf-8")
         np.savez_compressed(out / f"{case['name']}.expected.npz", **arrays)
-        print(f"{path.name}: {path.stat().st_size} B, {sum(meta['num_batches'])} batches, codec {case['codec']}")
+        print(f"{path.name}: {path.stat().st_size} B, {sum(map(len, meta['num_records']))} batches, codec {case['codec']}")
     total = sum(p.stat().st_size for p in out.iterdir())
-    print(f"{len(CASES)} golden files in {out}: {total} bytes in all")
+    print(f"{len(cases)} golden files in {out}: {total} bytes in all")
     return 0
 
 
