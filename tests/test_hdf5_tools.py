@@ -25,7 +25,7 @@ import pytest
 
 from labelstore import CropPolicy, LabelFile, LabelWriter, Mix, MixPolicy, codec_ids, parse_codec_spec
 
-pytestmark = pytest.mark.skipif(
+needs_tools = pytest.mark.skipif(
     shutil.which("h5ls") is None or shutil.which("h5dump") is None,
     reason="h5ls/h5dump (Debian's hdf5-tools) are not on PATH; scripts/setup.sh installs them",
 )
@@ -158,6 +158,7 @@ def check_with_tools(path: Path) -> None:
         np.testing.assert_array_equal(got, want, err_msg=f"{path.name} {name}: h5dump shows other values than h5py")
 
 
+@needs_tools
 @pytest.mark.parametrize("mode", MODES, ids=case_id)
 def test_hdf5_tools_read_every_kind_of_label_file(tmp_path, mode):
     path = write_file(tmp_path / "labels.h5", mode)
@@ -180,6 +181,7 @@ def test_every_codec_and_mode_is_covered():
 V2_PLUS = sorted(p for p in GOLDEN.glob("v*/*.h5") if int(p.parent.name[1:]) >= 2)
 
 
+@needs_tools
 @pytest.mark.parametrize("path", V2_PLUS, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_golden_files_of_format_2_and_later_open_in_hdf5_tools(path):
     # (format 1's golden files are left out on purpose: see the module docstring)
