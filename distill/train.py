@@ -66,6 +66,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
+    # replay other pixels than the teacher labelled (another backend, normalisation): refused unless set
+    allow_pixel_mismatch: bool = False
 
 
 DEFAULT_LABELS = "runs/relabel/labels.h5"  # relabel's default output
@@ -168,7 +170,8 @@ def _train(cfg: TrainConfig, progress: bool, ctx) -> dict[str, Any]:
     if labels is not None:
         side = int(labels.crop_policy.size[0])
         loader = ReplayLoader(labels, backend, cfg.schedule, temperature=cfg.temperature, pool=cfg.pool,
-                              batch_size=cfg.batch_size, labels_of_images=ds.labels, **shared)  # shards by rank itself
+                              batch_size=cfg.batch_size, labels_of_images=ds.labels,
+                              allow_pixel_mismatch=cfg.allow_pixel_mismatch, **shared)  # shards by rank itself
         record = (labels.user_attrs.get("relabel") or {}).get("data") or images_record(cfg.images)
     else:  # all hard: fresh crops drawn as relabel would draw them for these images, no label file
         side, img_cfg = ds.image_size, _images_config(cfg.images)

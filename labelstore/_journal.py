@@ -53,6 +53,12 @@ class Journal:
         os.replace(tmp, self.dir / "header.json")  # header last: its presence marks a usable dir
         self.log_path.touch()
 
+    def rewrite_header(self, header: dict) -> None:
+        """Replace header.json atomically (settings completed before the first batch)."""
+        tmp = self.dir / "header.json.tmp"
+        tmp.write_text(json.dumps(header, sort_keys=True, indent=1))
+        os.replace(tmp, self.dir / "header.json")
+
     def exists(self) -> bool:
         return (self.dir / "header.json").exists()
 

@@ -64,7 +64,8 @@ class LabelWriter:
         self.num_images = _positive_int(num_images, "num_images")
         self.codec = self._make_codec(codec)
         self.seed = _positive_int(seed, "seed", minimum=0)
-        self.crop_policy = crop_policy or CropPolicy()
+        self.image_sizes = self._check_sizes(image_sizes)
+        self.crop_policy = crop_policy or self._default_crop_policy()
         self.mix_policy = mix_policy or MixPolicy()
         for name, mode in (("crops", crops), ("orders", orders)):
             if mode not in (DERIVED, EXPLICIT):
@@ -75,7 +76,6 @@ class LabelWriter:
             raise LabelStoreError(f"source must be one of {SOURCES}, got {source!r}")
         if source == "probabilities" and not source_temperature:
             raise LabelStoreError("a probability source needs source_temperature (the T its softmax used)")
-        self.image_sizes = self._check_sizes(image_sizes)
         if crops == DERIVED and self.image_sizes is None:
             raise LabelStoreError(
                 "derived crops need the images' sizes: pass image_sizes=(H, W) for a fixed-size set "
@@ -144,6 +144,35 @@ class LabelWriter:
             raise LabelStoreError(f"codec {codec.codec_id!r} must be fitted on a sample of logits first (codec.fit(sample))")
         return codec
 
+    def _default_crop_policy(self) -> CropPolicy:
+        """Crops resized to the images' own size (a 32x32 set is labelled at 32 px, not 224)."""
+        if self.image_sizes is None:
+            return CropPolicy()  # explicit crops of unknown images: the ImageNet synthetic-set size
+        first = self.image_sizes[0]
+        if not (self.image_sizes == first).all():
+            raise LabelStoreError("the images have different sizes, so there is no natural crop size: pass "
+                                  "crop_policy=CropPolicy(size=(H, W)) with the size the teacher should see")
+        return CropPolicy(size=(int(first[0]), int(first[1])))
+
+    def set_pixels(self, pixels: dict[str, Any]) -> None:
+        """Record how the teacher's pixels were made (``loaders.contract``), before any batch is
+        written; a resumed journal must have been recorded the same way."""
+        pixels = json.loads(json.dumps(pixels))
+        current = self.header.get("pixels")
+        if current == pixels:
+            return
+        if current is not None:
+            diff = sorted(k for k in set(current) | set(pixels) if current.get(k) != pixels.get(k))
+            raise LabelStoreError(
+                f"{self.journal.dir} was recorded with other pixel settings ({', '.join(diff)}: "
+                f"{ {k: current.get(k) for k in diff} } vs { {k: pixels.get(k) for k in diff} }); resume with the same "
+                "settings, or delete that directory to start over")
+        if self._entries:
+            raise LabelStoreError(f"{self.journal.dir} already holds batches recorded without pixel settings; "
+                                  "delete it to start over")
+        self.header["pixels"] = pixels
+        self.journal.rewrite_header(self.header)
+
     def _check_sizes(self, sizes) -> np.ndarray | None:
         if sizes is None:
             return None
@@ -156,6 +185,8 @@ class LabelWriter:
 
     def _resume(self, arrays: dict[str, np.ndarray]) -> None:
         old_header, old_arrays = self.journal.read_header()
+        if self.header["pixels"] is None and old_header.get("pixels") is not None:
+            self.header["pixels"] = old_header["pixels"]  # recorded by set_pixels; checked again when it is called
         same_arrays = old_arrays.keys() == {k.replace("/", ".") for k in arrays} and all(
             np.array_equal(old_arrays[k.replace("/", ".")], v) for k, v in arrays.items()
         )

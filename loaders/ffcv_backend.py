@@ -147,6 +147,12 @@ class FFCVBackend:
         weakref.finalize(self, _release, self._loaders)
         self.passes = 0  # FFCV passes run so far (one per segment): for tests and profiling
 
+    @property
+    def pixel_path(self) -> dict[str, str]:
+        """The pixel path, recorded in label files (loaders.contract): a jpg beton's pixels differ from a raw one's."""
+        mode = self.info.write_mode + (f" q{self.info.jpeg_quality}" if self.info.jpeg_quality else "")
+        return {"backend": "ffcv", "interpolation": f"area (OpenCV INTER_AREA), beton {mode}"}
+
     def _layers(self, layers: int | None) -> int:
         """Uses of one image per FFCV pass (label pools reuse images); bounded by memory, 1 without os_cache."""
         if not self.os_cache:  # FFCV's process cache schedules pages by sample id: no virtual ids

@@ -88,10 +88,11 @@ def to_model_input(
     x = pixels.to(device, non_blocking=True)
     if gray:
         x = x[:, :1]
-    m = torch.tensor(_stats(mean, gray, "mean"), device=x.device, dtype=torch.float32).view(1, -1, 1, 1)
-    s = torch.tensor(_stats(std, gray, "std"), device=x.device, dtype=torch.float32).view(1, -1, 1, 1)
-    if (s <= 0).any():
+    std_values = _stats(std, gray, "std")
+    if min(std_values) <= 0:  # checked on the host: a device-side check would sync the GPU every batch
         raise LabelStoreError("std values must be positive")
+    m = torch.tensor(_stats(mean, gray, "mean"), device=x.device, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std_values, device=x.device, dtype=torch.float32).view(1, -1, 1, 1)
     # One new tensor, then in-place work: fresh 60 MB buffers cost more in page faults than the
     # arithmetic. Normalising is per-pixel affine, so mixing after it gives the same images as
     # mixing before it (CutMix bit for bit; Mixup up to rounding, identically in record and replay).

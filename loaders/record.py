@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from labelstore import LabelStoreError, LabelWriter, check_fingerprint, draw_crops, draw_order
 
 from .backend import CropBatch, PixelBackend
+from .contract import pixel_settings
 from .distributed import resolve_rank
 from .mixing import to_model_input
 from .replay import IMAGENET_MEAN, IMAGENET_STD
@@ -55,6 +56,9 @@ def record_labels(
     """
     rank, world = resolve_rank(rank, world_size)
     kw = dict(mean=mean, std=std, device=device, dtype=dtype, channels_last=channels_last, gray=gray)
+    if writer is not None:  # the record↔replay contract: replay defaults to (and checks) these pixels
+        writer.set_pixels(pixel_settings(backend, crop_size=writer.crop_policy.size, mean=mean, std=std, gray=gray,
+                                         dtype=dtype))
     if writer is not None and writer.shard is not None:
         return _record_shard(writer, backend, teacher_fn, int(epochs), batch_size, kw, segment, progress)
     meta = _plan(writer, backend, int(epochs), batch_size) if rank == 0 else None

@@ -17,6 +17,7 @@ import torch
 from labelstore import CropPolicy, LabelFile, LabelStoreError, Mix, MixPolicy, draw_crops, draw_mix, draw_order
 
 from .backend import CropBatch, PixelBackend
+from .contract import check_replay, dtype_of, pixel_settings
 from .distributed import resolve_rank, shard_batches
 from .losses import kd_loss, smooth_one_hot, soft_cross_entropy
 from .mixing import mix_targets, to_model_input
@@ -92,6 +93,11 @@ class ReplayLoader:
     are reused when fewer epochs are stored than replay labels (``cycle``, ``replacement``,
     ``without_replacement``). ``labels_of_images``: class ids for hard steps, blend and drift
     gating (else taken from ``backend.labels`` when the backend has them).
+
+    ``mean``, ``std``, ``gray`` and ``dtype`` default to what the label file recorded (its
+    ``pixels``: the record↔replay contract, ``loaders.contract``), else ImageNet's mean/std,
+    colour, float32. A replay whose pixels would differ from the recorded ones — other values,
+    another backend or interpolation — raises unless ``allow_pixel_mismatch=True``.
     """
 
     def __init__(
@@ -103,12 +109,13 @@ class ReplayLoader:
         epochs: int,
         batch_size: int | None = None,
         temperature: float = 4.0,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         device: torch.device | str = "cpu",
         channels_last: bool = False,
-        dtype: torch.dtype = torch.float32,
-        gray: bool = False,
+        dtype: torch.dtype | None = None,
+        gray: bool | None = None,
+        allow_pixel_mismatch: bool = False,
         seed: int = 0,
         pool: LabelPool | str | None = None,
         label_smoothing: float = 0.1,
@@ -127,6 +134,15 @@ class ReplayLoader:
         if temperature <= 0:
             raise LabelStoreError(f"temperature must be positive, got {temperature}")
         self.temperature = float(temperature)
+        rec = self.labels.pixels or {}
+        mean = rec.get("mean", IMAGENET_MEAN) if mean is None else mean
+        std = rec.get("std", IMAGENET_STD) if std is None else std
+        gray = bool(rec.get("gray", False)) if gray is None else bool(gray)
+        dtype = dtype_of(rec["dtype"]) if dtype is None and "dtype" in rec else (dtype or torch.float32)
+        self.pixels = pixel_settings(backend, crop_size=self.labels.crop_policy.size, mean=mean, std=std, gray=gray,
+                                     dtype=dtype)
+        if self.schedule.label_epochs(self.epochs) > 0:  # hard steps pair no stored label with pixels
+            check_replay(self.labels.pixels, self.pixels, allow_mismatch=allow_pixel_mismatch)
         self.input_kw = dict(mean=mean, std=std, device=device, dtype=dtype, channels_last=channels_last, gray=gray)
         self.device = torch.device(device)
         self.seed = int(seed)

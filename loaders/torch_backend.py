@@ -66,6 +66,9 @@ class TorchBackend:
     dataset of ``(image, label)``. ``labels`` (class ids) are kept for hard-label steps.
     """
 
+    #: the pixel path, recorded in label files (loaders.contract)
+    pixel_path = {"backend": "torch", "interpolation": "bilinear, antialiased (torchvision v2 resize)"}
+
     def __init__(
         self,
         images: Any,
