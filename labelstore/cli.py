@@ -179,7 +179,8 @@ def register(name: str, help: str, add_args, run) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     _load_plugins()
-    parser = argparse.ArgumentParser(prog="labelstore", description="Per-crop soft-label files: inspect, verify, pack, budget.")
+    parser = argparse.ArgumentParser(prog="labelstore", description="Per-crop soft-label files: " + ", ".join(_COMMANDS) + ".")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__import__('labelstore').__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (_, help) in _COMMANDS.items():
         p = sub.add_parser(name, help=help, description=help)

@@ -15,12 +15,17 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("file")
     p.add_argument("--classes", required=True, help=".npy of each image's class (N,)")
     p.add_argument("--temperature", "-T", type=float, default=1.0, help="softmax temperature for the spread (default 1)")
-    p.add_argument("--plot", help="write histograms to this PNG")
+    p.add_argument("--plot", help="write histograms to this PNG (needs matplotlib: the plot extra)")
     p.add_argument("--json", action="store_true")
 
 
 def run(args) -> int:
     from .drift import drift_report
+
+    if args.plot:  # before the file is read: a missing matplotlib is one line, not a traceback at the end
+        from ._extras import require
+
+        require("matplotlib", "--plot (histograms)")
 
     try:
         classes = np.load(args.classes, allow_pickle=False)

@@ -37,10 +37,11 @@ class DriftReport:
         ])
 
     def plot(self, path: str | Path) -> Path:
-        """Histograms of per-image spread and per-class mismatch, as a PNG."""
-        import matplotlib
+        """Histograms of per-image spread and per-class mismatch, as a PNG (needs matplotlib:
+        the ``plot`` extra; without it, a :class:`~labelstore._extras.MissingExtra`)."""
+        from ._extras import require
 
-        matplotlib.use("Agg")
+        require("matplotlib", "drift histograms (--plot)").use("Agg")
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent setup for labelstore-kit: Debian packages, a virtual environment in .venv/,
-# torch pinned and installed first, then this project (editable) with all extras.
+# torch pinned and installed first, then this project (editable) with the `all` and `dev` extras.
 #
 # A run with nothing to do finishes in well under a second: it checks the Debian packages
 # with dpkg and compares a stamp (hash of pyproject.toml + this script) kept in .venv/.
@@ -11,7 +11,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 APT_PACKAGES=(libturbojpeg0-dev libopencv-dev pkg-config dataset-fashion-mnist hdf5-tools)
 TORCH_PINS=(torch==2.14.1 torchvision==0.29.1)
-EXTRAS="ffcv,teachers,dev"
+EXTRAS="all,dev"  # all: loaders, plot, ffcv, distill, teachers, photos (pyproject.toml)
 VENV=.venv
 STAMP="$VENV/.setup-stamp"
 LOCK=.setup-stamp.lock
