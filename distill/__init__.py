@@ -9,27 +9,20 @@ Public API (one module per stage):
 - `distill.squeeze`, `distill.recover`, `distill.evaluate`: the stages (also `distill` CLI)
 """
 
-from distill.data import (
-    ImageDataset,
-    fashion_mnist,
-    from_arrays,
-    load_fashion_mnist,
-    load_npz,
-    open_dataset,
-    skimage_photos,
-)
-from distill.teachers import TeacherSpec, load_efficientnet_lite, preprocess_for_teacher, teacher_spec
+# Names are imported on first use (PEP 562), so `distill --help` and a torch-free install do not
+# import torch just to load the package.
+_LAZY = {name: "distill.data" for name in
+         ("ImageDataset", "fashion_mnist", "from_arrays", "load_fashion_mnist", "load_npz", "open_dataset", "skimage_photos")}
+_LAZY.update({name: "distill.teachers" for name in
+              ("TeacherSpec", "load_efficientnet_lite", "preprocess_for_teacher", "teacher_spec")})
+__all__ = list(_LAZY)
 
-__all__ = [
-    "ImageDataset",
-    "fashion_mnist",
-    "from_arrays",
-    "load_fashion_mnist",
-    "load_npz",
-    "open_dataset",
-    "skimage_photos",
-    "TeacherSpec",
-    "load_efficientnet_lite",
-    "preprocess_for_teacher",
-    "teacher_spec",
-]
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'distill' has no attribute {name!r}")

@@ -170,6 +170,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     p.add_argument("--stop-after", type=int, default=None,
                    help="end this run after n epochs, resume later (default: run every epoch)")
+    p.add_argument("--allow-pixel-mismatch", action="store_true",
+                   help="replay other pixels than the teacher labelled (another backend or normalisation than the "
+                        "label file records); refused otherwise")
     _common(p)
 
 

@@ -190,18 +190,18 @@ def _sample_logits(teacher: Callable, backend, ds: ImageDataset, crop: CropPolic
 
 
 def plan_budget(budget: int, *, sample: np.ndarray, num_images: int, num_classes: int, max_epochs: int,
-                batch_size: int, mix_kind: str, fingerprint: str | None, attrs: dict, teacher: dict):
+                batch_size: int, mix_kind: str, fingerprint: str | None, attrs: dict, teacher: dict,
+                header: dict | None = None):
     """labelstore.budget's plan for a derived-crop label file of this shape; the chosen config
     (or a LabelStoreError when not even one stored epoch fits)."""
     from labelstore import budget as B
 
     options = sorted({e for e in BUDGET_EPOCH_OPTIONS if e <= max_epochs} | {max_epochs})
-    # the planner's skeleton header names a generic teacher; ours is longer: keep that many bytes back
-    slack = max(0, len(json.dumps(teacher, sort_keys=True)) - len(json.dumps({"imported_from": "sre2l"}))) + 64
+    # the skeleton is measured with the header this run writes (teacher, crops, pixels, attrs)
     plan = B.plan(num_images=num_images, num_classes=num_classes, epochs=max_epochs, batch_size=batch_size,
-                  budget=budget - slack, sample=sample, crop_bpr={"derived": 0.0}, mix_per_batch=0.0,
-                  epoch_options=options, fingerprint=fingerprint, mix_kind=mix_kind, attrs_for=lambda E: attrs)
-    plan.budget = budget
+                  budget=budget, sample=sample, crop_bpr={"derived": 0.0}, mix_per_batch=0.0,
+                  epoch_options=options, fingerprint=fingerprint, mix_kind=mix_kind, attrs_for=lambda E: attrs,
+                  header=header)
     try:
         chosen = plan.chosen
     except LabelStoreError as e:
@@ -209,7 +209,7 @@ def plan_budget(budget: int, *, sample: np.ndarray, num_images: int, num_classes
         raise type(e)(  # the planner's kind of error (a failed check), with relabel's numbers
             f"budget {budget:,} B is too small for even one stored epoch of {num_images} images x {num_classes} "
             f"classes: the smallest configuration ({smallest.codec_spec}, {smallest.stored_epochs} epoch) needs "
-            f"{smallest.predicted_bytes + slack:,} B; raise --budget"
+            f"{smallest.predicted_bytes:,} B; raise --budget"
         ) from None
     return plan, chosen
 
@@ -305,11 +305,17 @@ def _relabel(cfg: RelabelConfig, progress: bool, ctx) -> dict[str, Any]:
         budget = parse_size(cfg.budget)
 
         def _plan():  # rank 0 plans; the codec it fits (lowrank: on its sample) is broadcast, so shards agree
+            from loaders.contract import pixel_settings  # what record_labels will store in the file
+
             sample = _sample_logits(committee, backend, ds, crop, mix, cfg.seed, cfg.batch_size, input_kw,
                                     min(cfg.epochs, 20))
             return plan_budget(budget, sample=sample, num_images=len(ds), num_classes=ds.num_classes,
                                max_epochs=cfg.epochs, batch_size=cfg.batch_size, mix_kind=cfg.mix,
-                               fingerprint=fingerprint, attrs=attrs, teacher=teacher_desc)
+                               fingerprint=fingerprint, attrs=attrs, teacher=teacher_desc,
+                               header={"teacher": teacher_desc, "crop_policy": crop.to_dict(),
+                                       "mix_policy": mix.to_dict(), "seed": cfg.seed,
+                                       "pixels": pixel_settings(backend, crop_size=crop.size, mean=input_kw["mean"],
+                                                                std=input_kw["std"], gray=gray, dtype=torch.float32)})
 
         if ctx.active:
             planned = run_collectively(ctx, lambda: _plan() if main else None, only_main=True)

@@ -30,7 +30,7 @@ from .fidelity import Fidelity, codec_fidelity
 DEFAULT_CODECS = ("dense16", "dense_q:bits=8", "dense_q:bits=6", "dense_q:bits=4",
                   "topk:k=100", "topk:k=50", "topk:k=20", "topk:k=10", "topk:k=5", "lowrank")
 POOL_FRACTIONS = (1.0, 1 / 2, 1 / 4, 1 / 10, 1 / 20, 1 / 30, 1 / 40)  # LPLD's 10/20/30/40x among them
-LABEL_MARGIN = 1.01
+DATA_MARGIN, FIXED_MARGIN = 1.015, 64
 DEFAULT_TOLERANCE = 1e-3  # nats of KL at T=20 below which two configurations count as equally faithful
 
 
@@ -102,36 +102,40 @@ def _overhead(num_images: int, epochs: int, batch_size: int, explicit: bool, hea
 
 
 def _header(num_classes: int, num_images: int, explicit: bool, codec: LabelCodec, attrs: dict | None = None,
-            fingerprint: str | None = None, mix_kind: str = "cutmix") -> dict:
+            fingerprint: str | None = None, mix_kind: str = "cutmix", header: dict | None = None) -> dict:
+    """The writer header of the file to predict; ``header`` overrides entries (teacher, crop
+    policy, pixels, ...) with the caller's real ones."""
     mode = "explicit" if explicit else "derived"
-    return {"num_classes": num_classes, "num_images": num_images, "seed": 0, "image_fingerprint": fingerprint or "",
-            "crops": mode, "orders": mode, "mix": mode if mix_kind != "none" else "none",
-            "crop_policy": CropPolicy().to_dict(), "mix_policy": MixPolicy(kind=mix_kind).to_dict(),
-            "source": "logits", "source_temperature": None, "teacher": {"imported_from": "sre2l"},
-            "codec": codec.get_config(), "attrs": attrs or {}}
+    h = {"num_classes": num_classes, "num_images": num_images, "seed": 0, "image_fingerprint": fingerprint or "",
+         "crops": mode, "orders": mode, "mix": mode if mix_kind != "none" else "none",
+         "crop_policy": CropPolicy().to_dict(), "mix_policy": MixPolicy(kind=mix_kind).to_dict(),
+         "source": "logits", "source_temperature": None, "teacher": {"imported_from": "sre2l"},
+         "codec": codec.get_config(), "attrs": attrs or {}, "pixels": None}
+    h.update(header or {})
+    return h
 
 
 def predict_bytes(*, num_images: int, epochs: int, batch_size: int, label_bpr: float, crop_bpr: float,
                   mix_per_batch: float, explicit: bool, codec: LabelCodec, attrs: dict | None = None,
                   fingerprint: str | None = None, mix_kind: str = "cutmix", records: int | None = None,
-                  batches: int | None = None) -> int:
+                  batches: int | None = None, header: dict | None = None) -> int:
     """Bytes of a label file with these per-record and per-batch costs. ``records`` / ``batches``:
-    what the epochs hold when one is partial (default: every batch of every epoch)."""
+    what the epochs hold when one is partial (default: every batch of every epoch); ``header``:
+    the writer header entries known to the caller (teacher, crop policy, pixels)."""
     import json
 
     nb = -(-num_images // batch_size)
     records = num_images * epochs if records is None else records
     batches = epochs * nb if batches is None else batches
-    # labels take 1% more than the sample's bytes per record: compressed sizes vary from batch to
-    # batch, and a budget just above the prediction must still hold the file
-    data = records * (LABEL_MARGIN * label_bpr + (crop_bpr if explicit else 0.0)) + (batches * mix_per_batch if explicit else 0.0)
-    # the skeleton is measured once per structure; the header's codec config and attributes
-    # are strings in the file, so their length is added rather than re-measured per codec
-    h = _header(codec.num_classes, num_images, explicit, codec, attrs, fingerprint, mix_kind)
-    extra = len(json.dumps(h["codec"], sort_keys=True)) + len(json.dumps(h["attrs"], sort_keys=True)) - 4
-    h["codec"], h["attrs"] = {}, {}
+    # chunks take 1.5% more than the sample's bytes (compressed sizes vary from batch to batch) and
+    # the file 64 B more than its skeleton: a budget just above the prediction must hold the file
+    data = records * (label_bpr + (crop_bpr if explicit else 0.0)) + (batches * mix_per_batch if explicit else 0.0)
+    data = DATA_MARGIN * data + FIXED_MARGIN
+    # the skeleton is written with the real header: HDF5 keeps attributes in object headers
+    # with slack space, so their cost is not their length (measured once per header)
+    h = _header(codec.num_classes, num_images, explicit, codec, attrs, fingerprint, mix_kind, header)
     spec = tuple((k, np.asarray(v).shape, np.asarray(v).dtype.str) for k, v in sorted(codec.get_arrays().items()))
-    return int(round(data)) + extra + _overhead(num_images, epochs, batch_size, explicit, json.dumps(h, sort_keys=True), spec)
+    return int(round(data)) + _overhead(num_images, epochs, batch_size, explicit, json.dumps(h, sort_keys=True), spec)
 
 
 def stored_epoch_options(epochs: int) -> list[int]:
@@ -162,10 +166,11 @@ def measure_codec(spec: str, num_classes: int, sample: np.ndarray, batch_size: i
 def plan(*, num_images: int, num_classes: int, epochs: int, batch_size: int, budget: int, sample: np.ndarray,
          crop_bpr: dict[str, float], mix_per_batch: float, codecs=DEFAULT_CODECS, epoch_options: list[int] | None = None,
          tolerance: float = DEFAULT_TOLERANCE, synthetic_sample: bool = False, attrs_for=None,
-         fingerprint: str | None = None, mix_kind: str = "cutmix", stored_for=None) -> Plan:
+         fingerprint: str | None = None, mix_kind: str = "cutmix", stored_for=None, header: dict | None = None) -> Plan:
     """Every (codec, stored epochs, crops mode) configuration with its predicted bytes and
     fidelity; the chosen one marked. ``crop_bpr`` maps crops mode -> crop bytes per record.
-    ``stored_for(E)``: (records, batches) the first E epochs hold, when an epoch is partial."""
+    ``stored_for(E)``: (records, batches) the first E epochs hold, when an epoch is partial;
+    ``header``: writer header entries the caller knows (teacher, crop policy, pixels)."""
     sample = np.asarray(sample, np.float32)
     if sample.ndim != 2 or sample.shape[1] != num_classes:
         raise LabelStoreError(f"the sample must be logits (n, {num_classes}), got {sample.shape}")
@@ -177,7 +182,8 @@ def plan(*, num_images: int, num_classes: int, epochs: int, batch_size: int, bud
                 size = predict_bytes(num_images=num_images, epochs=E, batch_size=batch_size, label_bpr=bpr,
                                      crop_bpr=cbpr, mix_per_batch=mix_per_batch, explicit=mode == "explicit",
                                      codec=codec, attrs=attrs_for(E) if attrs_for else None, fingerprint=fingerprint,
-                                     mix_kind=mix_kind, **(dict(zip(("records", "batches"), stored_for(E))) if stored_for else {}))
+                                     mix_kind=mix_kind, header=header,
+                                     **(dict(zip(("records", "batches"), stored_for(E))) if stored_for else {}))
                 configs.append(Config(spec, codec, E, mode, size, fid, size <= budget))
     p = Plan(budget, num_images, num_classes, epochs, batch_size, configs, synthetic_sample=synthetic_sample)
     choose(p, tolerance)
@@ -211,7 +217,9 @@ def plan_for_source(reader, epochs: list[int], budget: int, sample: np.ndarray, 
              budget=budget, sample=sample, crop_bpr={"explicit": 0.0 if full else crop_bytes / n},
              mix_per_batch=mix_bytes / nbat, codecs=codecs, tolerance=tolerance,
              attrs_for=lambda E: {**info.attrs, "source_epochs": epochs[:E]}, fingerprint=fingerprint,
-             mix_kind=info.mix_kind, stored_for=lambda E: _stored_counts(reader, epochs[:E]))
+             mix_kind=info.mix_kind, stored_for=lambda E: _stored_counts(reader, epochs[:E]),
+             header={"teacher": {"imported_from": info.layout}, "source": info.source,
+                     "source_temperature": info.source_temperature})
     p.chosen  # raises when nothing fits
     return p
 

@@ -24,11 +24,6 @@ CORE = {"numpy", "h5py", "zstandard", "tqdm"}
 EXTRAS = {"loaders", "plot", "ffcv", "distill", "teachers", "photos", "all", "dev"}
 LABELSTORE_COMMANDS = ("inspect", "verify", "pack", "budget", "export", "merge", "drift")
 DISTILL_COMMANDS = ("squeeze", "recover", "relabel", "train", "evaluate", "demo")
-# distill/__init__.py imports distill.data and distill.teachers (torch) eagerly, so any
-# `distill` invocation, --help included, imports torch before distill/cli.py runs.
-EAGER_DISTILL = "distill/__init__.py imports torch at import time (needs PEP 562 lazy imports)"
-
-
 def _run(cmd, *, env=None, cwd=None, timeout=120) -> subprocess.CompletedProcess:
     return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
 
@@ -168,7 +163,6 @@ def test_core_cli_from_the_wheel_without_torch(core_env):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=EAGER_DISTILL)
 def test_core_distill_names_its_extra(core_env):
     r = _in(core_env, "distill", "--help")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -240,7 +234,6 @@ def test_distill_verb_help_shows_every_default():
     assert "(default: hald)" in text and "(default: 300)" in text, text
 
 
-@pytest.mark.xfail(strict=True, reason=EAGER_DISTILL)
 def test_distill_help_imports_no_torch():
     code = ("import sys\nfrom distill.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
             "print(sorted({'torch', 'matplotlib', 'labelstore'} & set(sys.modules)))")
@@ -261,7 +254,6 @@ def test_drift_plot_without_matplotlib_is_one_line(tmp_path):
     assert not (tmp_path / "d.png").exists()
 
 
-@pytest.mark.xfail(strict=True, reason=EAGER_DISTILL)
 def test_distill_without_torch_is_one_line():
     code = ("import sys\nsys.modules['torch'] = None  # as if not installed\n"
             "from distill.cli import main\nsys.exit(main(['squeeze', '--help']))")
