@@ -65,7 +65,7 @@ def run(args) -> int:
     if res.skipped:
         print(f"left out {len(res.skipped)} unreadable or missing part(s) (--skip-bad); the file holds what is listed below")
     params = ", ".join(f"{k}={v}" for k, v in res.codec.items() if k not in ("id", "num_classes"))
-    print(f"packed {res.layout} -> {res.path}: {res.records:,} records, {res.stored_epochs} epochs "
+    print(f"packed {res.layout} -> {res.path}: {res.records:,} records, {res.stored_epochs} epoch{'s' if res.stored_epochs != 1 else ''} "
           f"(source epochs {_ranges(res.source_epochs)}), codec {res.codec['id']}{f' ({params})' if params else ''}, "
           f"{res.file_bytes:,} bytes ({res.file_bytes / max(res.records, 1):.1f} B/record)")
     if res.plan is not None:
