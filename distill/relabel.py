@@ -30,6 +30,7 @@ from distill.models import check_class_count, load_teacher
 from distill.inputs import check_records_agree, default_crop_scale, images_record, prior_of, warn_small_crops
 from distill.recover import committee_weights, resolved_flip, teachers_data
 from labelstore import CropPolicy, LabelFile, LabelWriter, MixPolicy, draw_crops, draw_mix, draw_order
+from labelstore.writer import journal_dir
 from labelstore.errors import LabelStoreError
 
 __all__ = ["RelabelConfig", "relabel", "Committee", "load_committee", "make_backend", "plan_budget",
@@ -292,7 +293,7 @@ def _relabel(cfg: RelabelConfig, progress: bool, ctx) -> dict[str, Any]:
     if out.exists() and not cfg.force:
         raise LabelStoreError(f"{out} exists with other settings; pass --force to overwrite it or choose another --out")
     shard = (ctx.rank, ctx.world_size) if ctx.active else None
-    journal = out.with_name(out.name + (".shards" if shard else ".partial"))
+    journal = journal_dir(out, shard).parent if shard else journal_dir(out)  # the writer owns the name
     if cfg.force and journal.exists() and main:
         shutil.rmtree(journal)
     if cfg.force and shard and main and out.exists():

@@ -4,7 +4,7 @@ Public API: :class:`LabelWriter` and :class:`LabelFile` (write / read a label se
 codecs, the crop/order/mix policies and their draw functions, and the one error type.
 Importable without torch.
 """
-__version__ = "0.2.0"
+from ._format import LABELSTORE_VERSION as __version__
 
 from .errors import CheckFailed, LabelStoreError
 from .codecs import LabelCodec, codec_ids, get_codec, parse_codec_spec, register_codec

@@ -11,7 +11,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from . import __version__
 from ._format import (
     CHUNK_DTYPE,
     EPOCH_DTYPE,
@@ -19,6 +18,7 @@ from ._format import (
     FORMAT_NAME,
     FORMAT_VERSION,
     HDF5_LIBVER,
+    LABELSTORE_VERSION,
     USERBLOCK_DTYPE,
     USERBLOCK_MAGIC,
     USERBLOCK_SIZE,
@@ -120,7 +120,7 @@ def _write_hdf5(tmp: Path, header, codec, image_sizes, epochs, entries, read_chu
         "codec": json.dumps(header["codec"], sort_keys=True),
         "user_attrs": json.dumps(header["attrs"], sort_keys=True),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "labelstore_version": __version__,
+        "labelstore_version": LABELSTORE_VERSION,
         "pixels": json.dumps(header.get("pixels"), sort_keys=True),
     }
     with h5py.File(tmp, "w", userblock_size=USERBLOCK_SIZE, libver=HDF5_LIBVER) as f:

@@ -4,6 +4,7 @@ Every multi-byte value is little-endian. The layout is specified in docs/format.
 """
 import numpy as np
 
+LABELSTORE_VERSION = "0.2.0"  # the package version, written into every file (labelstore.__version__)
 FORMAT_NAME = "labelstore"
 FORMAT_VERSION = 2
 # 1: every stored epoch complete. 2 adds /epochs.num_stored (an epoch may hold a subset of its

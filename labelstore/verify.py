@@ -40,9 +40,8 @@ def verify_file(path: str | Path, progress: bool = False) -> VerifyReport:
             report.problems.append("whole-file checksum mismatch: some bytes of the file changed since it was written")
         try:
             if f.orders_mode == EXPLICIT:
-                orders = f._file()["orders"][...]
-                for e, order in enumerate(orders):
-                    if not np.array_equal(np.sort(order), np.arange(f.num_images)):
+                for e in range(f.num_epochs):
+                    if not np.array_equal(np.sort(f.order(e)), np.arange(f.num_images)):
                         report.problems.append(f"epoch {e}: stored order is not a permutation of the images")
             if f.image_sizes is not None and (f.image_sizes < 1).any():
                 report.problems.append("image_sizes holds non-positive sizes")

@@ -244,3 +244,15 @@ def check_batch_shape(logits: np.ndarray, n: int, num_classes: int, path: Path) 
             f"{path}: has {logits.shape[1]} classes but the set has {num_classes}; the files come "
             "from different teachers or data sets"
         )
+
+
+def image_sizes_of(image_size, N):
+    """``--image-size``: an int, (H, W), or an (N, 2) array of per-image sizes."""
+    arr = np.asarray(image_size, dtype=np.int64)
+    if arr.ndim == 0:
+        arr = np.array([int(arr), int(arr)])
+    if arr.shape == (2,):
+        return tuple(int(v) for v in arr)
+    if arr.shape != (N, 2):
+        raise LabelStoreError(f"per-image sizes must be an array ({N}, 2), got {arr.shape}")
+    return arr

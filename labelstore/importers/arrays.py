@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import LabelStoreError
 from ..writer import logits_from_probs
 from ._common import ImportedBatch, SourceInfo, SourceReader, coords_to_boxes, to_numpy, torch_load
-from .sre2l import _image_sizes
+from ._common import image_sizes_of
 
 SUFFIXES = (".npz", ".npy", ".h5", ".hdf5", ".pt", ".pth")
 
@@ -54,7 +54,7 @@ class ArraysReader(SourceReader):
         for k, want in (("order", (E, N)), ("boxes", (E, N, 4)), ("coords", (E, N, 4)), ("flips", (E, N))):
             if k in a and tuple(a[k].shape) != want and not (len(a[self.key].shape) == 2 and tuple(a[k].shape) == want[1:]):
                 raise LabelStoreError(f"{path}: {k} must have shape {want}, got {a[k].shape}")
-        sizes = _image_sizes(image_size if image_size is not None else 224, N)
+        sizes = image_sizes_of(image_size if image_size is not None else 224, N)
         self._sizes = np.broadcast_to(np.asarray(sizes, np.int64), (N, 2)) if np.ndim(sizes) == 1 else np.asarray(sizes)
         self.has_crops = "boxes" in a or "coords" in a
         self.info = SourceInfo("arrays", C, N, list(range(E)), bs, source=source, source_temperature=T, image_sizes=sizes)

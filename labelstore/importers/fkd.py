@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import LabelStoreError
 from ..writer import logits_from_probs
 from ._common import ImportedBatch, SourceInfo, SourceReader, coords_to_boxes, to_numpy, torch_load
-from .sre2l import _image_sizes
+from ._common import image_sizes_of
 
 
 def detect(path: Path) -> str | None:
@@ -52,7 +52,7 @@ class FKDReader(SourceReader):
         self.crops, self.k = coords.shape[0], idx.shape[1]
         if image_size is None:
             raise LabelStoreError("FKD crops are relative to each image's size: pass --image-size (H W, or an .npy of (N, 2) sizes)")
-        sizes = _image_sizes(image_size, N)
+        sizes = image_sizes_of(image_size, N)
         self._sizes = np.broadcast_to(np.asarray(sizes, np.int64), (N, 2)) if np.ndim(sizes) == 1 else np.asarray(sizes)
         self.T = float(source_temperature)
         self.info = SourceInfo("fkd", C, N, list(range(self.crops)), int(batch_size), source="probabilities",

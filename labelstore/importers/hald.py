@@ -18,7 +18,8 @@ from ..errors import LabelStoreError
 from ..writer import logits_from_probs
 from . import orders as _orders
 from ._common import ImportedBatch, SourceInfo, torch_load
-from .sre2l import SRe2LReader, _image_sizes
+from ._common import image_sizes_of
+from .sre2l import SRe2LReader
 
 EPOCH_FILE = re.compile(r"^epoch_(\d+)\.tar$")
 HALD_ORDERS = "sampler_indices_dict.pt"
@@ -68,7 +69,7 @@ class HALDReader(SRe2LReader):
                 raise LabelStoreError(f"{self._paths[first]} holds {len(batches)} batches for {N} images, but {how_n} "
                                       f"says {N_given} images; pair the labels with their own image set or order file")
             N = N_given
-        sizes = _image_sizes(image_size, N)
+        sizes = image_sizes_of(image_size, N)
         self._nb = len(batches)
         self.present = None
         self.info = SourceInfo("hald", C, N, epochs, B, source="probabilities", source_temperature=self.T,

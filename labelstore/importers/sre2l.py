@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import LabelStoreError, describe_ranges
 from . import orders as _orders
 from ._common import (
+    image_sizes_of,
     ImportedBatch, SourceInfo, SourceReader, check_batch_shape, coords_to_boxes, sre2l_mix, to_numpy, torch_load,
 )
 
@@ -61,7 +62,7 @@ class SRe2LReader(SourceReader):
         self._files = found
         self.present = self._presence(found, N, B, nb)
         epochs = sorted(self.present)
-        sizes = _image_sizes(image_size, N)
+        sizes = image_sizes_of(image_size, N)
         self.info = SourceInfo(layout, C, N, epochs, B, mix_kind=mix_kind, image_sizes=sizes)
         self.info.notes.append(f"image count {N}: {how_n}")
         if self._pool_note:
@@ -233,15 +234,3 @@ class SRe2LReader(SourceReader):
         if mix is not None and info.mix_kind == "none":
             raise LabelStoreError(f"{path} is mixed but the first batch was not; the files come from different runs")
         return ImportedBatch(epoch, batch, np.asarray(logits, np.float32), boxes, flips, mix)
-
-
-def _image_sizes(image_size, N):
-    """``--image-size``: an int, (H, W), or an (N, 2) array of per-image sizes."""
-    arr = np.asarray(image_size, dtype=np.int64)
-    if arr.ndim == 0:
-        arr = np.array([int(arr), int(arr)])
-    if arr.shape == (2,):
-        return tuple(int(v) for v in arr)
-    if arr.shape != (N, 2):
-        raise LabelStoreError(f"per-image sizes must be an array ({N}, 2), got {arr.shape}")
-    return arr
