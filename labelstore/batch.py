@@ -1,7 +1,10 @@
-"""One stored batch as the reader returns it, and the temperature softmax applied to its logits."""
+"""What the reader returns: one stored batch, one image's records across epochs, and the
+temperature softmax applied to their logits."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Callable
 
 import numpy as np
 
@@ -9,7 +12,7 @@ from .crops import Mix
 from .errors import LabelStoreError
 
 
-@dataclass
+@dataclass(repr=False)
 class Batch:
     """One stored batch: who was in it, how each was cropped and mixed, what the teacher said."""
 
@@ -23,10 +26,63 @@ class Batch:
 
     def probs(self, T: float = 1.0) -> np.ndarray:
         """Soft labels at temperature ``T``: ``softmax(logits / T)`` in float32."""
+        if self.logits is None:
+            raise LabelStoreError("this Batch was read without its labels (read_crops); use read_batch for logits")
         return softmax(self.logits, T)
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def __repr__(self) -> str:  # a short summary: printing 1000 logits per record helps nobody
+        logits = "not read" if self.logits is None else f"{self.logits.shape[0]}x{self.logits.shape[1]} {self.logits.dtype}"
+        return (f"<Batch epoch {self.epoch} batch {self.batch}: {len(self)} records, images "
+                f"{_head(self.indices)}, logits {logits}, {_describe_mix(self.mix)}>")
+
+
+class ImageHistory:
+    """One image's stored records across epochs (``LabelFile.image_history``): row k is epoch ``epochs[k]``.
+
+    ``mixes[k]`` is the mix of the image's batch in that epoch (drawn or decoded when first
+    asked for); its partner is the record at position ``mixes[k].partner[positions[k]]``.
+    """
+
+    def __init__(self, image: int, epochs: np.ndarray, batches: np.ndarray, positions: np.ndarray,
+                 logits: np.ndarray, boxes: np.ndarray, flips: np.ndarray, mixes: Callable[[], list]):
+        self.image = image
+        self.epochs = epochs  # (k,) int64 epochs whose batch holding the image is stored
+        self.batches = batches  # (k,) int64 the image's batch in each of those epochs
+        self.positions = positions  # (k,) int64 its position inside that batch
+        self.logits = logits  # (k, C) float32
+        self.boxes = boxes  # (k, 4) int32 (top, left, height, width)
+        self.flips = flips  # (k,) bool
+        self._mixes = mixes
+
+    @cached_property
+    def mixes(self) -> list[Mix | None]:
+        return self._mixes()
+
+    def probs(self, T: float = 1.0) -> np.ndarray:
+        """Soft labels at temperature ``T``, one row per stored epoch."""
+        return softmax(self.logits, T)
+
+    def __len__(self) -> int:
+        return len(self.epochs)
+
+    def __repr__(self) -> str:
+        return (f"<ImageHistory image {self.image}: {len(self)} records, epochs {_head(self.epochs)}, "
+                f"logits {self.logits.shape[0]}x{self.logits.shape[1]} {self.logits.dtype}>")
+
+
+def _head(xs: np.ndarray, k: int = 4) -> str:
+    xs = [int(x) for x in np.asarray(xs).reshape(-1)]
+    return "[" + ", ".join(map(str, xs[:k])) + (", ...]" if len(xs) > k else "]")
+
+
+def _describe_mix(mix: Mix | None) -> str:
+    if mix is None:
+        return "not mixed"
+    box = f" box {tuple(int(v) for v in mix.box)}" if mix.kind == "cutmix" else ""
+    return f"{mix.kind} lam {mix.lam:.3f}{box}"
 
 
 def softmax(logits: np.ndarray, T: float = 1.0) -> np.ndarray:
