@@ -11,7 +11,8 @@ from .images import ArraySource, DatasetSource, FolderSource, ImageSource, ListS
 from .losses import kd_loss, smooth_one_hot, soft_cross_entropy
 from .mixing import apply_mix, mix_targets, to_model_input
 from .record import record_labels
-from .replay import IMAGENET_MEAN, IMAGENET_STD, PlannedBatch, ReplayLoader, Step
+from .replay import IMAGENET_MEAN, IMAGENET_STD, ReplayLoader
+from .step import PlannedBatch, Step
 from .pools import POOL_POLICIES, LabelPool
 from .schedules import (
     AllHard, AllSoft, Alternate, Blend, DriftGated, HALDSplit, Phases, Ratio, Schedule, StepPlan, parse_schedule,

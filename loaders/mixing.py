@@ -2,10 +2,13 @@
 
 Record mode (teacher) and replay (student) both call :func:`to_model_input` on the uint8
 batch a backend yields, so the student sees bit-for-bit the pixels the teacher labelled:
-same mix, same order of operations, same normalisation.
+same mix, same order of operations, same normalisation. Nothing here makes the host wait for
+the device: index tensors go through pinned memory, normalisation constants are built once
+per (values, device).
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -13,11 +16,13 @@ import torch
 
 from labelstore import LabelStoreError, Mix
 
+from ._transfer import to_device
+
 
 def _partner(images: torch.Tensor, mix: Mix) -> torch.Tensor:
     """The partner index tensor, after checking the mix fits this batch."""
     n = images.shape[0]
-    partner = torch.as_tensor(np.asarray(mix.partner, np.int64), device=images.device)
+    partner = to_device(np.asarray(mix.partner, np.int64), images.device)
     if partner.shape != (n,):
         raise LabelStoreError(f"the mix is for a batch of {partner.shape[0]} records but the batch has {n}; "
                               "the images and labels are out of step (check the batch size)")
@@ -36,7 +41,8 @@ def apply_mix(images: torch.Tensor, mix: Mix | None) -> torch.Tensor:
     """Mix a batch ``(n, C, H, W)`` as ``mix`` says: record i with record ``mix.partner[i]``.
 
     CutMix pastes the partner's ``box`` region (output pixels) and keeps the dtype, so uint8
-    stays exact; Mixup blends ``lam * x + (1 - lam) * x[partner]`` in float32.
+    stays exact; Mixup blends ``lam * x + (1 - lam) * x[partner]`` in float32 (two products, one
+    sum: the expression SRe2L-style scripts write, so they reproduce it bit for bit).
     """
     if mix is None:
         return images
@@ -55,7 +61,7 @@ def mix_targets(targets: torch.Tensor, mix: Mix | None) -> torch.Tensor:
     """Mix per-record targets linearly: ``lam * y + (1 - lam) * y[partner]`` (CutMix and Mixup alike)."""
     if mix is None:
         return targets
-    partner = torch.as_tensor(np.asarray(mix.partner, np.int64), device=targets.device)
+    partner = to_device(np.asarray(mix.partner, np.int64), targets.device)
     lam = float(mix.lam)
     return targets * lam + targets[partner] * (1.0 - lam)
 
@@ -85,25 +91,33 @@ def to_model_input(
     ``mean``/``std`` are in [0, 1] units (e.g. ImageNet's 0.485, ...). ``gray`` keeps channel 0
     only, for 1-channel models (backends replicate gray images to 3 channels).
     """
-    x = pixels.to(device, non_blocking=True)
+    device = torch.device(device)
+    x = to_device(pixels, device)
     if gray:
         x = x[:, :1]
-    std_values = _stats(std, gray, "std")
-    if min(std_values) <= 0:  # checked on the host: a device-side check would sync the GPU every batch
-        raise LabelStoreError("std values must be positive")
-    m = torch.tensor(_stats(mean, gray, "mean"), device=x.device, dtype=torch.float32).view(1, -1, 1, 1)
-    s = torch.tensor(std_values, device=x.device, dtype=torch.float32).view(1, -1, 1, 1)
+    scale, shift = _normalisation(tuple(_stats(mean, gray, "mean")), tuple(_stats(std, gray, "std")), x.device)
     # One new tensor, then in-place work: fresh 60 MB buffers cost more in page faults than the
     # arithmetic. Normalising is per-pixel affine, so mixing after it gives the same images as
     # mixing before it (CutMix bit for bit; Mixup up to rounding, identically in record and replay).
     x = x.to(torch.float32)
-    x.mul_(1.0 / (255.0 * s)).sub_(m / s)
+    x.mul_(scale).sub_(shift)
     _mix_in_place(x, mix)
     if dtype != torch.float32:
         x = x.to(dtype)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
+
+
+@lru_cache(maxsize=64)
+def _normalisation(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device):
+    """``(1 / (255 std), mean / std)`` as (1, C, 1, 1) float32 tensors on ``device``, built once:
+    per batch, building them would be two blocking host-to-device copies."""
+    if min(std) <= 0:
+        raise LabelStoreError("std values must be positive")
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return (1.0 / (255.0 * s)).to(device), (m / s).to(device)
 
 
 def _mix_in_place(x: torch.Tensor, mix: Mix | None) -> None:
@@ -114,6 +128,7 @@ def _mix_in_place(x: torch.Tensor, mix: Mix | None) -> None:
     if mix.kind == "cutmix":
         y0, x0, y1, x1 = (int(v) for v in mix.box)
         x[:, :, y0:y1, x0:x1] = x[partner, :, y0:y1, x0:x1]  # the right side is a copy
-    else:
+    else:  # x[partner] is taken before x changes; then lam * x + (1 - lam) * x[partner], rounded as written
         lam = float(mix.lam)
-        x.mul_(lam).add_(x[partner], alpha=1.0 - lam)
+        other = x[partner].mul_(1.0 - lam)
+        x.mul_(lam).add_(other)

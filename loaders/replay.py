@@ -7,22 +7,23 @@ of exactly the stored batch, mixed by the stored Mix through the same code recor
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from labelstore import CropPolicy, LabelFile, LabelStoreError, Mix, MixPolicy, draw_crops, draw_mix, draw_order
 
+from ._transfer import Prefetch, pinned, to_device
 from .backend import CropBatch, PixelBackend
 from .contract import check_replay, dtype_of, pixel_settings
 from .distributed import resolve_rank, shard_batches
-from .losses import kd_loss, smooth_one_hot, soft_cross_entropy
+from .losses import smooth_one_hot
 from .mixing import mix_targets, to_model_input
 from .pools import LabelPool, resolve_pool
-from .schedules import BLEND, HARD, Schedule, StepPlan, parse_schedule
+from .schedules import HARD, Schedule, parse_schedule
+from .step import PlannedBatch, Step
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -32,58 +33,6 @@ _HARD_STREAM = 0x48415244  # "HARD": hard-step crops never share draws with the 
 def derive_seed(seed: int, stream: int) -> int:
     """A seed for an independent stream of draws (e.g. hard-step crops) from the loader seed."""
     return int(np.random.SeedSequence([int(seed), stream]).generate_state(1, np.uint64)[0] >> np.uint64(2))
-
-
-@dataclass
-class Step:
-    """One training step: ``loss = step.loss(model(step.images))``.
-
-    ``targets``: soft steps, stored probabilities at ``temperature`` (drift-gated rows blended
-    with their hard label); hard steps, smoothed (and CutMix-mixed) one-hot targets. ``weight``
-    is the soft-loss weight of a blend step (1 otherwise).
-    """
-
-    images: torch.Tensor
-    targets: torch.Tensor
-    kind: str
-    epoch: int
-    batch: int
-    weight: float
-    temperature: float
-    indices: np.ndarray  # image ids, in batch positions
-    logits: torch.Tensor | None = None  # stored teacher logits (soft / blend)
-    hard_targets: torch.Tensor | None = None  # smoothed, mixed class targets (hard / blend / drift)
-    labels: torch.Tensor | None = None  # class ids of the images, when known
-    gated: torch.Tensor | None = None  # drift gating: rows whose stored top-1 != true class
-    drift_beta: float | None = None
-    stored: tuple[int, int] | None = None  # (stored epoch, stored batch) a soft step replays
-    mix: Mix | None = None
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def loss(self, student_logits: torch.Tensor) -> torch.Tensor:
-        """The loss this step calls for, as a scalar tensor (computed in float32)."""
-        if self.kind == HARD:
-            return soft_cross_entropy(student_logits, self.hard_targets)
-        kd = kd_loss(student_logits, self.logits, temperature=self.temperature, reduction="none")
-        if self.gated is not None:  # no .any() check: it would sync the GPU every step
-            g = self.gated.float() * self.drift_beta
-            kd = (1.0 - g) * kd + g * soft_cross_entropy(student_logits, self.hard_targets, reduction="none")
-        kd = kd.mean()
-        if self.kind == BLEND:
-            return self.weight * kd + (1.0 - self.weight) * soft_cross_entropy(student_logits, self.hard_targets)
-        return kd
-
-
-@dataclass
-class PlannedBatch:
-    """One batch of an epoch's plan: its StepPlan, the stored batch it replays (None: hard), its size."""
-
-    batch: int
-    plan: StepPlan
-    stored: tuple[int, int] | None
-    size: int
 
 
 class ReplayLoader:
@@ -98,6 +47,12 @@ class ReplayLoader:
     ``pixels``: the record↔replay contract, ``loaders.contract``), else ImageNet's mean/std,
     colour, float32. A replay whose pixels would differ from the recorded ones — other values,
     another backend or interpolation — raises unless ``allow_pixel_mismatch=True``.
+
+    ``label_prefetch``: how many steps ahead a background thread reads and decodes stored
+    labels (0: read in the loop's thread; the steps are the same either way). On CUDA, labels,
+    indices and pixels from CPU backends travel through pinned memory with ``non_blocking``
+    copies, so building a step never waits for the step before it to finish training.
+    ``state_dict()`` / ``load_state_dict()`` resume mid-epoch with the same steps.
     """
 
     def __init__(
@@ -125,6 +80,7 @@ class ReplayLoader:
         rank: int | None = None,
         world_size: int | None = None,
         segment: int = 64,
+        label_prefetch: int = 2,
     ):
         self.labels = labels if isinstance(labels, LabelFile) else LabelFile(labels)
         self.backend = backend
@@ -153,6 +109,7 @@ class ReplayLoader:
         self.hard_crop = hard_crop or self.labels.crop_policy
         self.rank, self.world_size = resolve_rank(rank, world_size)
         self.segment = max(1, int(segment))
+        self.label_prefetch = max(0, int(label_prefetch))
         self.num_images = self.labels.num_images
         self.num_classes = self.labels.num_classes
         self._check_images()
@@ -165,6 +122,8 @@ class ReplayLoader:
         self._check_pool(sum(uses))
         self._hard_order: tuple[int, np.ndarray | None] = (-1, None)
         self.epoch = 0
+        self._done = (0, 0)  # (epoch, steps of it handed out): what state_dict() reports
+        self._resume: tuple[int, int] | None = None  # set by load_state_dict: skip that many steps
 
     # -- checks -------------------------------------------------------------------------
     def _check_images(self) -> None:
@@ -226,10 +185,43 @@ class ReplayLoader:
 
     # -- planning -----------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
-        """Choose the training epoch the next iteration yields (as DistributedSampler.set_epoch)."""
+        """Choose the training epoch the next iteration yields (as DistributedSampler.set_epoch).
+
+        A position loaded by ``load_state_dict`` is kept when it is in this epoch."""
         if not 0 <= int(epoch) < self.epochs:
             raise LabelStoreError(f"epoch {epoch} is out of range: training runs epochs 0..{self.epochs - 1}")
         self.epoch = int(epoch)
+        if self._resume is not None and self._resume[0] != self.epoch:
+            self._resume = None
+        self._done = self._resume or (self.epoch, 0)
+
+    # -- resuming -------------------------------------------------------------------------
+    def plan_settings(self) -> dict[str, Any]:
+        """Everything the steps depend on; a saved position only applies to a loader with the same."""
+        return dict(schedule=str(self.schedule), epochs=self.epochs, seed=self.seed, batch_size=self.batch_size,
+                    pool=str(self.pool), rank=self.rank, world_size=self.world_size,
+                    labels_crc32=int(self.labels.file_crc32), num_images=self.num_images)
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"epoch", "step", "plan"}``: the epoch and how many of its steps were handed out.
+
+        Save it with the model's checkpoint; ``load_state_dict`` makes the next iteration
+        yield the following steps, exactly as an uninterrupted run would.
+        """
+        epoch, step = self._done
+        return {"epoch": epoch, "step": step, "plan": self.plan_settings()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue where ``state`` (from ``state_dict``) left off, mid-epoch included."""
+        self.epoch, step = resume_position(state, self.plan_settings(), self.epochs, lambda e: len(self._mine(e)))
+        self._resume = (self.epoch, step) if step else None
+        self._done = (self.epoch, step)
+
+    def _start(self, epoch: int) -> int:
+        """Steps of ``epoch`` to skip: a loaded position's, once."""
+        start = self._resume[1] if self._resume is not None and self._resume[0] == epoch else 0
+        self._resume = None
+        return start
 
     def _size(self, b: int) -> int:
         return min(self.batch_size, self.num_images - b * self.batch_size)
@@ -263,33 +255,52 @@ class ReplayLoader:
 
     # -- iteration ----------------------------------------------------------------------
     def __iter__(self) -> Iterator[Step]:
+        return self._iterate()
+
+    def _iterate(self, apply_mix: bool = True) -> Iterator[Step]:
+        """The steps of the current epoch; ``apply_mix=False`` leaves the images unmixed (for loops
+        that apply the step's ``mix`` themselves, as SRe2L's scripts do)."""
         if self.epoch >= self.epochs:
             raise LabelStoreError(f"all {self.epochs} epochs have been iterated; call set_epoch(e) to run one again")
         epoch = self.epoch
-        for size, seg in self._segments(self._mine(epoch)):
-            # crop records for a segment, then its pixels in one backend call (prefetched); the
-            # labels are read and decoded per step, while the backend decodes the next pixels
-            seg = [(item, part, self._source(epoch, item)) for item, part in seg]
-            pixels = self.backend.iter_batches([src[0] for _, _, src in seg], size)
-            try:  # the generator goes first in zip, so it runs to its end (and a backend releases its pass)
-                for px, (item, part, (crop, mix)) in zip(pixels, seg):
-                    yield self._step(epoch, item, part, crop, mix, px)
-            finally:  # also when the caller stops early
-                getattr(pixels, "close", lambda: None)()
+        todo = list(enumerate(self._mine(epoch)))[self._start(epoch):]
+        labels = Prefetch(self._host_logits, [item.stored for _, (item, _) in todo], self.label_prefetch)
+        try:
+            for size, seg in self._segments(todo):
+                # crop records for a segment, then its pixels in one backend call (prefetched by the
+                # backend); the labels are read and decoded ahead in the label thread
+                seg = [(i, item, part, self._source(epoch, item)) for i, (item, part) in seg]
+                pixels = self.backend.iter_batches([src[0] for *_, src in seg], size)
+                try:  # the generator goes first in zip, so it runs to its end (and a backend releases its pass)
+                    for px, (i, item, part, (crop, mix)) in zip(pixels, seg):
+                        step = self._step(epoch, item, part, crop, mix, px, labels.next(), apply_mix)
+                        self._done = (epoch, i + 1)
+                        yield step
+                finally:  # also when the caller stops early
+                    getattr(pixels, "close", lambda: None)()
+        finally:
+            labels.close()
         self.epoch = epoch + 1
+        self._done = (self.epoch, 0)
 
-    def _segments(self, mine):
+    def _segments(self, todo):
         """Runs of up to ``segment`` steps with one output size (a backend call yields one size)."""
         seg, size = [], None
-        for item, part in mine:
+        for i, (item, part) in todo:
             s = self.labels.crop_policy.size if item.stored is not None else self.hard_crop.size
             if seg and (s != size or len(seg) == self.segment):
                 yield size, seg
                 seg = []
-            seg.append((item, part))
+            seg.append((i, (item, part)))
             size = s
         if seg:
             yield size, seg
+
+    def _host_logits(self, stored: tuple[int, int] | None) -> torch.Tensor | None:
+        """A stored batch's decoded logits on the host, pinned when bound for CUDA (label thread)."""
+        if stored is None:
+            return None
+        return pinned(torch.from_numpy(self.labels.read_logits(*stored)), self.device)
 
     def _source(self, epoch: int, item: PlannedBatch) -> tuple[CropBatch, Mix | None]:
         """Crop records and mix of a planned batch (stored ones without decoding their labels)."""
@@ -304,32 +315,44 @@ class ReplayLoader:
         mix = draw_mix(self.hard_mix, self.hard_crop.size, self.hard_seed, epoch, b, len(idx))
         return CropBatch(idx, boxes, flips), mix
 
-    def _step(self, epoch, item: PlannedBatch, part, crop: CropBatch, mix, pixels) -> Step:
-        dev = self.device
-        images = to_model_input(pixels, mix, **self.input_kw)
+    def _step(self, epoch, item: PlannedBatch, part, crop: CropBatch, mix, pixels, logits, apply_mix=True,
+              device: torch.device | None = None) -> Step:
+        """One step from its crop records' pixels and its stored logits: device work only, no host waits."""
+        dev = self.device if device is None else device
+        images = to_model_input(pixels, mix if apply_mix else None, **{**self.input_kw, "device": dev})
         labels = hard = None
         if self.class_labels is not None:
-            labels = torch.as_tensor(self.class_labels[crop.indices], device=dev)
+            labels = to_device(self.class_labels[crop.indices], dev)
             hard = mix_targets(smooth_one_hot(labels, self.num_classes, self.label_smoothing), mix)
         kind, sp = item.plan.kind, item.plan
-        step = Step(images, hard, kind, epoch, item.batch, sp.weight, self.temperature, np.asarray(crop.indices),
-                    labels=labels, hard_targets=hard, stored=item.stored, mix=mix)
-        if kind != HARD:
-            step.logits = torch.as_tensor(self.labels.read_logits(*item.stored), device=dev)
-            probs = torch.softmax(step.logits / self.temperature, dim=-1)
-            step.targets = probs
+        step = Step(images, hard if kind == HARD else None, kind, epoch, item.batch, sp.weight, self.temperature,
+                    np.asarray(crop.indices), labels=labels, hard_targets=hard, stored=item.stored, mix=mix)
+        if kind != HARD:  # targets = softmax(logits / T) is computed only if read (Step.targets)
+            step.logits = to_device(logits, dev)
             if sp.drift_beta is not None:
                 step.drift_beta = sp.drift_beta
                 step.gated = step.logits.argmax(-1) != labels
-                g = step.gated.float()[:, None] * sp.drift_beta
-                step.targets = (1.0 - g) * probs + g * hard
-        if part is not None:  # the split tail batch of a sharded epoch (mix already applied to the whole batch)
-            for name in ("images", "targets", "logits", "hard_targets", "labels", "gated", "indices"):
-                v = getattr(step, name)
-                if v is not None:
-                    setattr(step, name, v[part])
-        return step
+        # the split tail batch of a sharded epoch: the mix was applied to the whole batch
+        return step if part is None else step.select(part)
 
     def __repr__(self) -> str:
         return (f"<ReplayLoader {self.epochs} epochs, schedule '{self.schedule}', pool {self.pool}, "
                 f"batch {self.batch_size}, rank {self.rank}/{self.world_size}>")
+
+
+def resume_position(state: dict[str, Any], settings: dict[str, Any], epochs: int, steps_in) -> tuple[int, int]:
+    """(epoch, steps to skip) from a saved state, after checking it was saved with the same plan."""
+    if not isinstance(state, dict) or "epoch" not in state or "step" not in state:
+        raise LabelStoreError("load_state_dict needs the dict state_dict() returned ({'epoch', 'step', 'plan'})")
+    saved = state.get("plan") or {}
+    diff = [k for k in settings if k in saved and saved[k] != settings[k]]
+    if diff:
+        said = "; ".join(f"{k}: saved {saved[k]!r}, now {settings[k]!r}" for k in diff)
+        raise LabelStoreError(f"this position was saved by a loader that plans other steps ({said}); "
+                              "resume with the settings and label file of the saved run")
+    epoch, step = int(state["epoch"]), int(state["step"])
+    if not 0 <= epoch <= epochs or step < 0:
+        raise LabelStoreError(f"the saved position (epoch {epoch}, step {step}) is outside training's {epochs} epochs")
+    if epoch < epochs and step >= steps_in(epoch):  # a finished epoch: continue with the next one
+        epoch, step = epoch + 1, 0
+    return epoch, step
