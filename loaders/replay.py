@@ -8,7 +8,7 @@ of exactly the stored batch, mixed by the stored Mix through the same code recor
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ from .mixing import mix_targets, to_model_input
 from .pools import LabelPool, resolve_pool
 from .schedules import HARD, Schedule, parse_schedule
 from .step import PlannedBatch, Step
+
+if TYPE_CHECKING:
+    from .pairs import StepPairs
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -326,7 +329,8 @@ class ReplayLoader:
             hard = mix_targets(smooth_one_hot(labels, self.num_classes, self.label_smoothing), mix)
         kind, sp = item.plan.kind, item.plan
         step = Step(images, hard if kind == HARD else None, kind, epoch, item.batch, sp.weight, self.temperature,
-                    np.asarray(crop.indices), labels=labels, hard_targets=hard, stored=item.stored, mix=mix)
+                    np.asarray(crop.indices), labels=labels, hard_targets=hard, stored=item.stored, mix=mix,
+                    crops=crop)
         if kind != HARD:  # targets = softmax(logits / T) is computed only if read (Step.targets)
             step.logits = to_device(logits, dev)
             if sp.drift_beta is not None:
@@ -334,6 +338,19 @@ class ReplayLoader:
                 step.gated = step.logits.argmax(-1) != labels
         # the split tail batch of a sharded epoch: the mix was applied to the whole batch
         return step if part is None else step.select(part)
+
+    # -- other shapes of the same steps ---------------------------------------------------
+    def pairs(self) -> "StepPairs":
+        """The steps as ``(images, StepTargets)`` for ``for x, y in ...: loss = StepLoss()(model(x), y)``."""
+        from .pairs import StepPairs
+
+        return StepPairs(self)
+
+    def dataloader(self, **kwargs) -> "torch.utils.data.DataLoader":
+        """The steps through a ``torch.utils.data.DataLoader`` (``loaders.torch_data``): ``num_workers=``, ..."""
+        from .torch_data import replay_dataloader
+
+        return replay_dataloader(self, **kwargs)
 
     def __repr__(self) -> str:
         return (f"<ReplayLoader {self.epochs} epochs, schedule '{self.schedule}', pool {self.pool}, "

@@ -8,6 +8,7 @@ import torch
 
 from labelstore import Mix
 
+from .backend import CropBatch
 from .losses import kd_loss, soft_cross_entropy
 from .schedules import BLEND, HARD, StepPlan
 
@@ -38,6 +39,7 @@ class Step:
         drift_beta: float | None = None,
         stored: tuple[int, int] | None = None,
         mix: Mix | None = None,
+        crops: CropBatch | None = None,
     ):
         self.images = images
         self._targets = targets
@@ -52,6 +54,7 @@ class Step:
         self.drift_beta = drift_beta
         self.stored = stored  # (stored epoch, stored batch) a soft step replays
         self.mix = mix
+        self.crops = crops  # the records' image ids, boxes and flips
 
     @property
     def targets(self) -> torch.Tensor | None:
@@ -88,6 +91,9 @@ class Step:
         part = Step(self.images[rows], None if self._targets is None else self._targets[rows], self.kind, self.epoch,
                     self.batch, self.weight, self.temperature, np.asarray(self.indices)[rows], drift_beta=self.drift_beta,
                     stored=self.stored, mix=self.mix)
+        if self.crops is not None:
+            c = self.crops
+            part.crops = CropBatch(np.asarray(c.indices)[rows], np.asarray(c.boxes)[rows], np.asarray(c.flips)[rows])
         for name in ("logits", "hard_targets", "labels", "gated"):
             v = getattr(self, name)
             setattr(part, name, None if v is None else v[rows])
