@@ -52,7 +52,8 @@ class ReplayLoader:
     another backend or interpolation — raises unless ``allow_pixel_mismatch=True``.
 
     ``label_prefetch``: how many steps ahead a background thread reads and decodes stored
-    labels (0: read in the loop's thread; the steps are the same either way). On CUDA, labels,
+    labels (0: read in the loop's thread; the steps are the same either way); default 2 on
+    CUDA, 0 on CPU. On CUDA, labels,
     indices and pixels from CPU backends travel through pinned memory with ``non_blocking``
     copies, so building a step never waits for the step before it to finish training.
     ``state_dict()`` / ``load_state_dict()`` resume mid-epoch with the same steps.
@@ -83,7 +84,7 @@ class ReplayLoader:
         rank: int | None = None,
         world_size: int | None = None,
         segment: int = 64,
-        label_prefetch: int = 2,
+        label_prefetch: int | None = None,
     ):
         self.labels = labels if isinstance(labels, LabelFile) else LabelFile(labels)
         self.backend = backend
@@ -104,6 +105,10 @@ class ReplayLoader:
             check_replay(self.labels.pixels, self.pixels, allow_mismatch=allow_pixel_mismatch)
         self.input_kw = dict(mean=mean, std=std, device=device, dtype=dtype, channels_last=channels_last, gray=gray)
         self.device = torch.device(device)
+        # on CUDA the host mostly waits for the device, so reading ahead is free; on CPU the training
+        # step's own threads want the cores (measured: no gain there, docs/loaders.md)
+        auto = 2 if self.device.type == "cuda" else 0
+        self.label_prefetch = auto if label_prefetch is None else max(0, int(label_prefetch))
         self.seed = int(seed)
         self.hard_seed = derive_seed(self.seed, _HARD_STREAM)
         self.pool = resolve_pool(pool)
@@ -112,7 +117,6 @@ class ReplayLoader:
         self.hard_crop = hard_crop or self.labels.crop_policy
         self.rank, self.world_size = resolve_rank(rank, world_size)
         self.segment = max(1, int(segment))
-        self.label_prefetch = max(0, int(label_prefetch))
         self.num_images = self.labels.num_images
         self.num_classes = self.labels.num_classes
         self._check_images()
