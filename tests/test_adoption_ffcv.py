@@ -47,7 +47,8 @@ def test_dataloader_route_and_pairs_over_ffcv_give_the_loaders_steps(recorded):
         sampler.set_epoch(epoch)
         got += list(torch.utils.data.DataLoader(ReplayDataset(ld), batch_sampler=sampler))
     forked = loader().dataloader(num_workers=2)  # FFCV inside forked DataLoader workers
-    assert all(torch.equal(x, a) for (x, _), (a, *_) in zip([b for _ in range(4) for b in forked], steps))
+    from_workers = [b for _ in range(4) for b in forked]
+    assert len(from_workers) == 16 and all(torch.equal(x, a) for (x, _), (a, *_) in zip(from_workers, steps))
     tuples = loader().pairs()
     pairs = [(x.clone(), y) for _ in range(4) for x, y in tuples]
     assert len(got) == len(pairs) == len(steps) == 16
