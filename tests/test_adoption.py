@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from labelstore import LabelStoreError, MixPolicy
 from loaders import ReplayBatchSampler, ReplayDataset, ReplayLoader, SRe2LBatches, StepLoss, StepTargets, TorchBackend
-from test_loaders_replay import MEAN, STD, HashingTeacher, photo_crops, relabel
+from test_loaders_replay import MEAN, STD, photo_crops, relabel
 
 HALD = dict(schedule="soft:2,hard:2,soft:2", epochs=6, pool="without_replacement")
 
