@@ -2,13 +2,14 @@
 
 Public API: :class:`ReplayLoader` (training steps) and :func:`record_labels` (relabel through
 the same pixel path), the schedules and label pools, the losses and mixing, and the pixel
-backends: :class:`TorchBackend` (pure PyTorch) and, when FFCV is installed,
-:class:`FFCVBackend` with :func:`write_beton`. The same steps in other shapes (docs/ecosystem.md):
+backends: :class:`TorchBackend` (pure PyTorch), :class:`DeviceBackend` (the image set held on
+the device) and, when FFCV is installed, :class:`FFCVBackend` with :func:`write_beton`. The same steps in other shapes (docs/ecosystem.md):
 ``(images, StepTargets)`` pairs with :class:`StepLoss`, a ``torch.utils.data`` route
 (:class:`ReplayBatchSampler` + :class:`ReplayDataset`) and SRe2L-shaped batches
 (:class:`SRe2LBatches`).
 """
 from .backend import CropBatch, PixelBackend
+from .device_backend import DeviceBackend
 from .distributed import resolve_rank, shard_batches
 from .images import ArraySource, DatasetSource, FolderSource, ImageSource, ListSource, as_image_source
 from .losses import kd_loss, smooth_one_hot, soft_cross_entropy
@@ -26,7 +27,7 @@ from .torch_backend import TorchBackend
 from .torch_data import ReplayBatchSampler, ReplayDataset, ReplayKey, replay_dataloader
 
 __all__ = [
-    "CropBatch", "PixelBackend", "resolve_rank", "shard_batches",
+    "CropBatch", "PixelBackend", "DeviceBackend", "resolve_rank", "shard_batches",
     "ArraySource", "DatasetSource", "FolderSource", "ImageSource", "ListSource", "as_image_source",
     "kd_loss", "smooth_one_hot", "soft_cross_entropy", "apply_mix", "mix_targets", "to_model_input",
     "record_labels", "IMAGENET_MEAN", "IMAGENET_STD", "PlannedBatch", "ReplayLoader", "Step",
