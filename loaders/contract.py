@@ -19,7 +19,11 @@ from labelstore import LabelStoreError
 from .mixing import _stats
 
 # Keys that must agree between record and replay, in the order messages list them.
-CONTRACT_KEYS = ("crop_size", "mean", "std", "gray", "dtype", "backend", "interpolation")
+CONTRACT_KEYS = ("crop_size", "mean", "std", "gray", "dtype", "backend", "interpolation", "mixing")
+# Bumped when the shared pixel code (loaders.mixing) changes what it makes of the same inputs:
+# 2 = Mixup blends lam*x + (1-lam)*x[partner] of the normalised batch (files without the key
+# predate the contract's versioning and are checked on the other keys only).
+MIXING_VERSION = 2
 
 
 def backend_pixels(backend: Any) -> dict[str, str]:
@@ -42,6 +46,7 @@ def pixel_settings(backend: Any, *, crop_size: Sequence[int], mean: Sequence[flo
         "gray": bool(gray),
         "dtype": str(dtype).replace("torch.", ""),
         **backend_pixels(backend),
+        "mixing": MIXING_VERSION,
     }
 
 

@@ -38,7 +38,7 @@ def test_the_file_records_the_pixels_and_replay_defaults_to_them(tmp_path, photo
     with LabelFile(tmp_path / "l.h5") as f:
         assert f.crop_policy.size == (40, 40)
         assert f.pixels == {"crop_size": [40, 40], "mean": list(MEAN), "std": list(STD), "gray": False,
-                            "dtype": "float32", **TorchBackend.pixel_path}
+                            "dtype": "float32", **TorchBackend.pixel_path, "mixing": 2}
     loader = ReplayLoader(tmp_path / "l.h5", backend, "soft", epochs=1)  # nothing given
     seen = [hashlib.sha1(im.numpy().tobytes()).hexdigest() for step in loader for im in step.images]
     assert seen == teacher.seen  # the very pixels the teacher labelled
