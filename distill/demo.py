@@ -5,11 +5,14 @@ label budget -> one student per schedule (HALD, all-soft, all-hard, drift-gated)
 (test accuracy, label bytes, time) and a PNG. Every stage's output lives under `out_dir`
 with its resolved config beside it; a re-run reuses each stage whose config is unchanged
 (`force=True` rebuilds everything).
+
+The demo is the pipeline's driver: it runs the other stages through their public entry points
+(each stage's config and function: `build_teacher`, `build_images`, `build_labels`,
+`train_student`), never through their internals.
 """
 
 from __future__ import annotations
 
-import csv
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +21,7 @@ from typing import Any
 import torch
 
 from distill.config import config_dict, read_config
+from distill.tables import write_csv
 
 __all__ = ["DemoConfig", "demo", "schedule_slug"]
 
@@ -78,10 +82,6 @@ def _cached(output: Path, cfg: Any, force: bool, *inputs: Path) -> bool:
 def demo(cfg: DemoConfig, progress: bool = True) -> dict[str, Any]:
     """Run (or reuse) every stage; print and return the results table."""
     from distill.data import fashion_mnist
-    from distill.recover import RecoverConfig, recover
-    from distill.relabel import RelabelConfig, relabel
-    from distill.squeeze import SqueezeConfig, squeeze
-    from distill.train import TrainConfig, train
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -89,17 +89,35 @@ def demo(cfg: DemoConfig, progress: bool = True) -> dict[str, Any]:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
-    times: dict[str, Any] = {}
+    times: dict[str, Any] = {}  # stage -> seconds, or "cached"; a rebuilt stage invalidates those after it
+    teacher, teacher_acc = build_teacher(cfg, out, times, progress)
+    images = build_images(cfg, out, teacher, times, progress)
+    lab = build_labels(cfg, out, teacher, images, times, progress)
+    rows = [train_student(cfg, out, sched, images, lab, times, progress) for sched in cfg.schedules]
+    total = time.time() - t_start
+    _write(out, rows, teacher_acc, cfg)
+    _print_table(cfg, out, rows, teacher_acc, lab, times, total)
+    return {"rows": rows, "teacher_acc": teacher_acc, "labels": lab, "seconds": total, "times": times}
 
-    def stage(name: str) -> None:
-        print(f"\n== demo: {name}", flush=True)
 
-    # 1. teacher
+def _stage(title: str) -> None:
+    print(f"\n== demo: {title}", flush=True)
+
+
+def _rebuilt(times: dict[str, Any]) -> bool:
+    """Whether a stage before this one was rebuilt (same paths, new contents: rebuild this one too)."""
+    return any(v != "cached" for v in times.values())
+
+
+def build_teacher(cfg: DemoConfig, out: Path, times: dict[str, Any], progress: bool) -> tuple[Path, float]:
+    """1. The teacher (squeeze); returns its checkpoint and test accuracy."""
+    from distill.squeeze import SqueezeConfig, squeeze
+
     sq = SqueezeConfig(out_dir=str(out / "teacher"), models=[cfg.teacher_model], epochs=cfg.teacher_epochs,
-                       batch_size=128, crop_scale=cfg.teacher_crop_scale, train_subset=cfg.teacher_subset, test_subset=cfg.test_subset, seed=cfg.seed, device=cfg.device,
-                       threads=cfg.threads)
+                       batch_size=128, crop_scale=cfg.teacher_crop_scale, train_subset=cfg.teacher_subset,
+                       test_subset=cfg.test_subset, seed=cfg.seed, device=cfg.device, threads=cfg.threads)
     teacher = out / "teacher" / f"{cfg.teacher_model}.pt"
-    stage(f"teacher: {cfg.teacher_model}, {cfg.teacher_epochs} epochs on {cfg.teacher_subset} training images")
+    _stage(f"teacher: {cfg.teacher_model}, {cfg.teacher_epochs} epochs on {cfg.teacher_subset} training images")
     if _cached(teacher, sq, cfg.force):
         times["teacher"] = "cached"
     else:
@@ -108,60 +126,73 @@ def demo(cfg: DemoConfig, progress: bool = True) -> dict[str, Any]:
         times["teacher"] = time.time() - t
     teacher_acc = float(torch.load(teacher, map_location="cpu", weights_only=True)["test_acc"])
     print(f"teacher {teacher}: test top-1 {teacher_acc:.4f} ({_fmt_time(times['teacher'])})")
+    return teacher, teacher_acc
 
-    # 2. recover
+
+def build_images(cfg: DemoConfig, out: Path, teacher: Path, times: dict[str, Any], progress: bool) -> Path:
+    """2. The distilled images (SRe2L recover); returns images.npz."""
+    from distill.recover import RecoverConfig, recover
+
     rc = RecoverConfig(teachers=[str(teacher)], out_dir=str(out / "recover"), ipc=cfg.ipc,
                        iterations=cfg.recover_iterations, seed=cfg.seed, device=cfg.device, threads=cfg.threads,
                        beton=False)
     images = out / "recover" / "images.npz"
-    stage(f"recover (SRe2L): {cfg.ipc} images per class, {cfg.recover_iterations} iterations")
-    # a rebuilt stage invalidates everything after it (same paths, new contents)
-    rebuilt = times["teacher"] != "cached"
-    if _cached(images, rc, cfg.force or rebuilt, teacher):
+    _stage(f"recover (SRe2L): {cfg.ipc} images per class, {cfg.recover_iterations} iterations")
+    if _cached(images, rc, cfg.force or _rebuilt(times), teacher):
         times["recover"] = "cached"
     else:
         t = time.time()
         recover(rc, progress=progress)
         times["recover"] = time.time() - t
-    rebuilt = rebuilt or times["recover"] != "cached"
     print(f"images {images} (preview {out / 'recover' / 'preview.png'}) ({_fmt_time(times['recover'])})")
+    return images
 
-    # 3. relabel under the budget (relabel itself reuses a finished file made with the same settings)
-    rl = RelabelConfig(images=str(images), teachers=[str(teacher)], out=str(out / "labels" / "labels.h5"),
-                       epochs=cfg.student_epochs, batch_size=cfg.batch_size, budget=cfg.budget, seed=cfg.seed,
-                       crop_scale=tuple(cfg.relabel_crop_scale),
-                       device=cfg.device, threads=cfg.threads, force=cfg.force or rebuilt or _newer((images, teacher), out / "labels" / "labels.h5"))
-    stage(f"relabel under a {cfg.budget} label budget")
+
+def build_labels(cfg: DemoConfig, out: Path, teacher: Path, images: Path, times: dict[str, Any],
+                 progress: bool) -> dict[str, Any]:
+    """3. The label file under the budget (relabel itself reuses a finished file made with the
+    same settings); returns relabel's summary."""
+    from distill.relabel import RelabelConfig, relabel
+
+    path = out / "labels" / "labels.h5"
+    rl = RelabelConfig(images=str(images), teachers=[str(teacher)], out=str(path), epochs=cfg.student_epochs,
+                       batch_size=cfg.batch_size, budget=cfg.budget, seed=cfg.seed,
+                       crop_scale=tuple(cfg.relabel_crop_scale), device=cfg.device, threads=cfg.threads,
+                       force=cfg.force or _rebuilt(times) or _newer((images, teacher), path))
+    _stage(f"relabel under a {cfg.budget} label budget")
     t = time.time()
     lab = relabel(rl, progress=progress)
     times["relabel"] = "cached" if lab["reused"] else time.time() - t
-    rebuilt = rebuilt or not lab["reused"]
+    return lab
 
-    # 4. students
-    rows = []
-    for sched in cfg.schedules:
-        tc = TrainConfig(images=str(images), labels=str(lab["labels"]), out_dir=str(out / "students" / schedule_slug(sched)),
-                         model=cfg.student_model, schedule=sched, epochs=cfg.student_epochs,
-                         temperature=cfg.temperature, test_subset=cfg.test_subset, seed=cfg.seed, device=cfg.device,
-                         threads=cfg.threads)
-        ckpt = Path(tc.out_dir) / "student.pt"
-        stage(f"student: schedule '{sched}', {cfg.student_epochs} epochs")
-        if _cached(ckpt, tc, cfg.force or rebuilt, lab["labels"]) and read_config(ckpt).get("test_acc") is not None:
-            rec = read_config(ckpt)
-            acc, secs, cached = rec["test_acc"], rec["seconds"], True
-        else:
-            res = train(tc, progress=progress)
-            acc, secs, cached = res["test_acc"], res["seconds"], False
-        print(f"student '{sched}': test top-1 {acc:.4f} ({secs:.1f} s{', cached' if cached else ''})")
-        from loaders import parse_schedule
 
-        uses_labels = parse_schedule(sched).for_labels(1).label_epochs(cfg.student_epochs) > 0  # all-hard reads no labels
-        rows.append({"schedule": sched, "test_acc": acc, "label_bytes": lab["bytes"] if uses_labels else 0,
-                     "stored_epochs": lab["stored_epochs"], "codec": lab["codec"], "train_seconds": round(secs, 1),
-                     "cached": cached})
+def train_student(cfg: DemoConfig, out: Path, sched: str, images: Path, lab: dict[str, Any], times: dict[str, Any],
+                  progress: bool) -> dict[str, Any]:
+    """4. One student on schedule `sched` (reused when built with these settings); returns its table row."""
+    from distill.train import TrainConfig, train
+    from loaders import parse_schedule
 
-    total = time.time() - t_start
-    _write(out, rows, teacher_acc, cfg)
+    tc = TrainConfig(images=str(images), labels=str(lab["labels"]), out_dir=str(out / "students" / schedule_slug(sched)),
+                     model=cfg.student_model, schedule=sched, epochs=cfg.student_epochs,
+                     temperature=cfg.temperature, test_subset=cfg.test_subset, seed=cfg.seed, device=cfg.device,
+                     threads=cfg.threads)
+    ckpt = Path(tc.out_dir) / "student.pt"
+    _stage(f"student: schedule '{sched}', {cfg.student_epochs} epochs")
+    if _cached(ckpt, tc, cfg.force or _rebuilt(times), lab["labels"]) and read_config(ckpt).get("test_acc") is not None:
+        rec = read_config(ckpt)
+        acc, secs, cached = rec["test_acc"], rec["seconds"], True
+    else:
+        res = train(tc, progress=progress)
+        acc, secs, cached = res["test_acc"], res["seconds"], False
+    print(f"student '{sched}': test top-1 {acc:.4f} ({secs:.1f} s{', cached' if cached else ''})")
+    uses_labels = parse_schedule(sched).for_labels(1).label_epochs(cfg.student_epochs) > 0  # all-hard reads none
+    return {"schedule": sched, "test_acc": acc, "label_bytes": lab["bytes"] if uses_labels else 0,
+            "stored_epochs": lab["stored_epochs"], "codec": lab["codec"], "train_seconds": round(secs, 1),
+            "cached": cached}
+
+
+def _print_table(cfg: DemoConfig, out: Path, rows: list[dict], teacher_acc: float, lab: dict[str, Any],
+                 times: dict[str, Any], total: float) -> None:
     print(f"\n== demo: Fashion-MNIST, {cfg.ipc} images per class (SRe2L-recovered), teacher {cfg.teacher_model} "
           f"at {100 * teacher_acc:.1f}%, labels {lab['bytes']:,} B ({lab['stored_epochs']} stored epochs, "
           f"{lab['codec']}, budget {cfg.budget}), students {cfg.student_model} x {cfg.student_epochs} epochs, "
@@ -173,7 +204,6 @@ def demo(cfg: DemoConfig, progress: bool = True) -> dict[str, Any]:
     print("stage times: " + ", ".join(f"{k} {_fmt_time(v)}" for k, v in times.items())
           + f"; this run {total:.0f} s in all")
     print(f"results: {out / 'results.csv'}  plot: {out / 'results.png'}")
-    return {"rows": rows, "teacher_acc": teacher_acc, "labels": lab, "seconds": total, "times": times}
 
 
 def _fmt_time(v) -> str:
@@ -181,10 +211,8 @@ def _fmt_time(v) -> str:
 
 
 def _write(out: Path, rows: list[dict], teacher_acc: float, cfg: DemoConfig) -> None:
-    with open(out / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    """results.csv and results.png: one bar per student, the teacher as a line."""
+    write_csv(out / "results.csv", rows)
     import matplotlib
 
     matplotlib.use("Agg")

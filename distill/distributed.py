@@ -16,7 +16,7 @@ import torch
 from labelstore.errors import LabelStoreError
 
 __all__ = ["DistContext", "distributed", "env_world_size", "is_main_process", "barrier", "broadcast_object",
-           "run_collectively"]
+           "run_collectively", "all_reduce_sum", "sync_buffers", "wrap_ddp"]
 
 
 @dataclass(frozen=True)
@@ -139,3 +139,33 @@ def run_collectively(ctx: DistContext, fn: Callable[[], Any], *, only_main: bool
         r, e = failed[0]
         raise LabelStoreError(f"rank {r} failed ({e}); see its output, fix that, and run again")
     return [res for _, res in gathered]
+
+
+def all_reduce_sum(values: list[float], device: str) -> list[float]:
+    """Sums of per-rank numbers over all ranks (float64)."""
+    import torch.distributed as dist
+
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def sync_buffers(model: torch.nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every rank: DDP broadcasts them before
+    each forward, so the last step leaves each rank with its own; checkpoints and a resumed run
+    then start from the same state everywhere."""
+    import torch.distributed as dist
+
+    for b in model.buffers():
+        dist.broadcast(b, src=0)
+
+
+def wrap_ddp(model: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
+    """What the training steps run: `model` itself in one process, its DistributedDataParallel
+    wrapper under torchrun (checkpoints hold the model, never the wrapper)."""
+    if not ctx.active:
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    device = ctx.device
+    return DDP(model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None)

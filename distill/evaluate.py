@@ -1,4 +1,4 @@
-"""Top-1 accuracy of a model or checkpoint on a labelled test set.
+"""`distill evaluate`: top-1 accuracy of a model or checkpoint on a labelled test set.
 
 By default on the data set recorded in the checkpoint (its test split, or the validation part
 squeeze held out of it); another data set must fit the recorded one (classes, channels, size).
@@ -10,16 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
-
-from distill.data import ImageDataset, open_dataset, to_tensor
-from distill.models import check_class_count, load_teacher
+from distill.data import ImageDataset, has_test_split, open_dataset
+from distill.inputs import canonical_spec, check_fits_record, eval_set, match_channels, open_test_set, record_of
+from distill.metrics import accuracy
+from distill.models import check_class_count
+from distill.teachers import load_teacher
 from labelstore.errors import LabelStoreError
 
-__all__ = ["EvaluateConfig", "accuracy", "evaluate", "check_data_fits"]
+__all__ = ["EvaluateConfig", "evaluate", "check_data_fits"]
 
 
 @dataclass
@@ -44,34 +42,8 @@ def check_data_fits(meta: dict[str, Any], ds: ImageDataset, what: str = "teacher
         )
 
 
-@torch.no_grad()
-def predict(model: torch.nn.Module, images: np.ndarray, mean: list[float], std: list[float],
-            image_size: int | None = None, batch_size: int = 500, device: str = "cpu",
-            progress: bool = True, desc: str = "predict") -> np.ndarray:
-    """Logits (N, C) float32 of uint8 NHWC `images`, resized to `image_size` if it differs."""
-    model.eval()
-    out = []
-    for start in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress, leave=False):
-        x = to_tensor(images[start : start + batch_size], mean, std, device)
-        if image_size is not None and x.shape[-1] != image_size:
-            x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
-        out.append(model(x).float().cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
-
-
-def accuracy(model: torch.nn.Module, ds: ImageDataset, mean: list[float], std: list[float],
-             image_size: int | None = None, batch_size: int = 500, device: str = "cpu",
-             progress: bool = True) -> float:
-    """Top-1 accuracy in [0, 1] of `model` on `ds`."""
-    logits = predict(model, ds.images, mean, std, image_size, batch_size, device, progress, "evaluate")
-    return float((logits.argmax(1) == ds.labels).mean())
-
-
 def evaluate(cfg: EvaluateConfig, progress: bool = True) -> dict[str, Any]:
     """Accuracy of `cfg.checkpoint` on `cfg.data`/`cfg.split`; returns a result record."""
-    from distill.data import has_test_split
-    from distill.inputs import canonical_spec, check_fits_record, eval_set, match_channels, open_test_set, record_of
-
     model, meta = load_teacher(cfg.checkpoint, cfg.device)
     record = record_of(meta)
     if cfg.data is None and record is None:

@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 
 from distill.data import ImageDataset, has_test_split, is_named_dataset, open_dataset
+from distill.models import check_class_count
 from labelstore.errors import LabelStoreError
 
 __all__ = ["canonical_spec", "data_record", "check_fits_record", "check_records_agree", "holdout_split",
-           "eval_set", "eval_name", "images_record", "default_crop_scale", "smallest_crop_side",
-           "warn_small_crops", "SMALL_CROP_PX", "open_test_set", "record_of", "prior_of",
+           "eval_set", "eval_name", "images_record", "teachers_data", "default_crop_scale", "resolved_flip",
+           "smallest_crop_side", "warn_small_crops", "SMALL_CROP_PX", "open_test_set", "record_of", "prior_of",
            "match_channels"]
 
 SMALL_CROP_PX = 4  # crops whose short side can fall under this many pixels carry little of the image
@@ -155,10 +156,36 @@ def images_record(images: str | Path) -> dict[str, Any] | None:
         raise LabelStoreError(f"cannot read the images config {path}: {e}; delete it or re-run distill recover")
 
 
+def teachers_data(cfg_data: str | None, metas: list[dict[str, Any]], names: list[str]) -> dict[str, Any] | None:
+    """The data record the teachers share (checked between them and against `cfg_data` if given);
+    recover writes it beside the images, relabel into the label file."""
+    records = [(n, record_of(m)) for n, m in zip(names, metas)]
+    known = [(n, r) for n, r in records if r is not None]
+    for n, r in known[1:]:
+        check_records_agree(known[0][1], r, f"teacher {known[0][0]}", f"teacher {n}")
+    if cfg_data is not None and cfg_data.lower() == "none":
+        return None
+    if cfg_data is None:
+        return known[0][1] if known else None
+    ds = open_dataset(cfg_data, "train", known[0][1].get("image_size") if known else None)
+    for n, r in known:
+        check_fits_record(r, ds, "--data", fix=f"recover from teachers trained on it, or drop --data (teacher {n})")
+    for n, m in zip(names, metas):
+        check_class_count(m, ds.num_classes, cfg_data)
+    return known[0][1] if known else data_record(cfg_data, ds, evaluated_on="test" if has_test_split(cfg_data) else None)
+
+
 def default_crop_scale(side: int) -> tuple[float, float]:
     """RandomResizedCrop area range that fits `side`-px images: 0.5-1 up to 64 px (a 0.08 crop of
     an 8 px image is 2x2 px), SRe2L's 0.08-1 above. recover and relabel share it."""
     return (0.5, 1.0) if side <= 64 else (0.08, 1.0)
+
+
+def resolved_flip(flip: bool | None, metas: list[dict[str, Any]]) -> bool:
+    """`flip`, or as the teachers were trained: off if any was trained without flips (squeeze --no-flip)."""
+    if flip is not None:
+        return bool(flip)
+    return all(m.get("flip", True) for m in metas)
 
 
 def smallest_crop_side(side: int, scale: tuple[float, float], ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> float:

@@ -1,13 +1,15 @@
-"""Losses of the pipeline, one small piece each: BatchNorm statistics matching (recover) and
-soft-target cross-entropy / KL at a temperature (for training on stored soft labels)."""
+"""recover's loss: BatchNorm statistics matching (SRe2L / DeepInversion).
+
+The losses of training on stored labels (KD at the KD temperature, soft cross-entropy, smoothed
+one-hot targets) belong to the replay steps and live in `loaders.losses`.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-__all__ = ["BNStatsLoss", "soft_cross_entropy", "kl_at_temperature"]
+__all__ = ["BNStatsLoss"]
 
 
 class BNStatsLoss:
@@ -51,13 +53,3 @@ class BNStatsLoss:
             h.remove()
         self._handles = []
 
-
-def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of −Σ p log softmax(logits) (soft or smoothed targets)."""
-    return torch.sum(-target_probs * F.log_softmax(logits, dim=-1), dim=-1).mean()
-
-
-def kl_at_temperature(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float = 1.0) -> torch.Tensor:
-    """KL(teacher ‖ student) at temperature t, scaled by t² as in knowledge distillation."""
-    return F.kl_div(F.log_softmax(student_logits / t, dim=-1), F.log_softmax(teacher_logits / t, dim=-1),
-                    reduction="batchmean", log_target=True) * (t * t)

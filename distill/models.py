@@ -8,7 +8,6 @@ stem, no max-pool), as CIFAR-style dataset-distillation code does.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ __all__ = [
     "build_model",
     "save_checkpoint",
     "load_checkpoint",
-    "load_teacher",
     "check_class_count",
     "SMALL_IMAGE_MAX",
 ]
@@ -170,24 +168,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     return model.eval().to(device), meta
 
 
-def load_teacher(spec: str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """A teacher from a checkpoint path or a pretrained name ("efficientnet-lite0", "lite1", ...).
-
-    Returns (model in eval mode, meta) with the same meta keys as a checkpoint.
-    """
-    name = spec.lower().removeprefix("efficientnet-")
-    if name in ("lite0", "lite1", "lite2") and not Path(spec).exists():
-        from distill.teachers import load_efficientnet_lite
-
-        model = load_efficientnet_lite(name, device)
-        ts = model.teacher_spec
-        meta = {"model": ts.name, "num_classes": ts.num_classes, "in_channels": 3,
-                "image_size": ts.image_size, "mean": list(ts.mean), "std": list(ts.std),
-                "test_acc": None, "pretrained": "ImageNet-1K"}
-        return model, meta
-    return load_checkpoint(spec, device)
-
-
 def check_class_count(meta: dict[str, Any], num_classes: int, data_name: str = "the data set",
                       what: str = "teacher") -> None:
     """LabelStoreError unless a model's class count matches the data's."""
@@ -197,7 +177,3 @@ def check_class_count(meta: dict[str, Any], num_classes: int, data_name: str = "
             f"use a {what} trained on this data (`distill squeeze --data ...`) or the matching data set"
         )
 
-
-def describe(meta: dict[str, Any]) -> str:
-    """One line about a checkpoint, for logs."""
-    return json.dumps({k: meta.get(k) for k in ("model", "num_classes", "in_channels", "image_size", "test_acc")})

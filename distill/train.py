@@ -2,39 +2,46 @@
 
 Any schedule of `loaders.schedules` (`hald`, `soft`, `hard`, `soft:75,hard:150,soft:75`,
 `...|drift`, `blend:...`) through `loaders.ReplayLoader`; the defaults are the papers'
-(AdamW lr 1e-3, cosine per step, KL at T=4 for Fashion-MNIST — T=20 is the ImageNet default —,
-label smoothing 0.1 and CutMix in hard steps, HALD's label pool without replacement). An
-all-hard schedule needs no label file (`distill.hardsteps`). The student is tested on the
-real data set recorded with its inputs (label file, else images config) — its test split, or
-the validation part squeeze held out —, or on `--test-data`, which must fit that data set;
-every epoch is a row of `metrics.csv`; `last.pt` holds what a resumed run needs; the resolved
-config is written beside the checkpoint.
+(AdamW lr 1e-3, cosine per step, KL at the KD temperature T=4 for Fashion-MNIST — T=20 is the
+ImageNet default —, label smoothing 0.1 and CutMix in hard steps, HALD's label pool without
+replacement). An all-hard schedule needs no label file (`distill.hardsteps`). The student is
+tested on the real data set recorded with its inputs (label file, else images config) — its
+test split, or the validation part squeeze held out —, or on `--test-data`, which must fit that
+data set; every epoch is a row of `metrics.csv`; `last.pt` holds what a resumed run needs; the
+resolved config is written beside the checkpoint.
+
+The run reads top to bottom: `build` (inputs, student, optimiser, resumed state),
+`train_one_epoch`, `evaluate_student`, `finish` (checkpoint and summary).
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from distill.config import config_dict, write_config
+from distill.backends import make_backend
+from distill.config import config_dict, config_path_for, read_config, write_config
 from distill.data import ImageDataset, load_npz
-from distill.evaluate import accuracy
+from distill.distributed import DistContext, all_reduce_sum, barrier, distributed, sync_buffers, wrap_ddp
+from distill.hardsteps import HardSteps
 from distill.inputs import (canonical_spec, check_fits_record, data_record, default_crop_scale, eval_name, eval_set,
                             images_record, match_channels, open_test_set)
+from distill.metrics import accuracy
 from distill.models import build_model, save_checkpoint
+from distill.optim import cosine_lr, set_lr
+from distill.tables import write_csv
 from labelstore import CropPolicy, LabelFile, MixPolicy
 from labelstore.errors import LabelStoreError
+from loaders import ReplayLoader, parse_schedule
 
-__all__ = ["TrainConfig", "train", "input_settings", "test_set_for"]
+__all__ = ["TrainConfig", "train", "input_settings", "test_set_for", "build", "train_one_epoch",
+           "evaluate_student", "finish", "Run", "RunState", "EpochStats"]
 
 
 @dataclass
@@ -49,7 +56,8 @@ class TrainConfig:
     schedule: str = "hald"
     epochs: int = 300
     pool: str = "without_replacement"  # how stored batches are reused (HALD); cycle | replacement
-    temperature: float = 4.0  # KL at T (Fashion-MNIST; T=20 is the ImageNet default)
+    # the KD temperature: soft steps' KL at T (--kd-temperature; Fashion-MNIST; T=20 is the ImageNet default)
+    temperature: float = 4.0
     lr: float = 1e-3
     weight_decay: float = 0.01
     label_smoothing: float = 0.1
@@ -106,14 +114,8 @@ def test_set_for(spec: str | None, record: dict | None, ds: ImageDataset, images
 
 def _images_config(images: str) -> dict[str, Any]:
     """What recover wrote beside the images (data record, flip rule); {} for images made otherwise."""
-    from distill.config import config_path_for, read_config
-
     path = config_path_for(images)
     return read_config(path) if path.exists() else {}
-
-
-def _lr_at(step: int, total: int, base: float) -> float:
-    return base * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
 
 
 def _resume_key(cfg: TrainConfig, fingerprint: str | None, label_bytes: int) -> dict[str, Any]:
@@ -126,6 +128,59 @@ def _resume_key(cfg: TrainConfig, fingerprint: str | None, label_bytes: int) -> 
     return d
 
 
+@dataclass
+class RunState:
+    """Where a run stands; what last.pt holds besides the weights and the optimiser."""
+
+    epoch: int = 0  # epochs done
+    step: int = 0  # optimiser steps done
+    rows: list[dict[str, Any]] = field(default_factory=list)  # metrics.csv so far
+    seconds: float = 0.0  # training time so far, over every resumed part
+
+
+@dataclass
+class Run:
+    """One training run as `build` makes it: the inputs, the student, the optimiser, the state."""
+
+    cfg: TrainConfig
+    ctx: DistContext
+    ds: ImageDataset
+    labels: LabelFile | None  # None: an all-hard schedule without a label file
+    label_path: str | None
+    loader: Any  # loaders.ReplayLoader, or HardSteps for an all-hard schedule without a label file
+    input: dict[str, Any]  # mean, std, gray: the teacher's normalisation
+    in_channels: int
+    side: int
+    record: dict[str, Any] | None  # the data record of the training data
+    test: ImageDataset | None  # rank 0's test set (None elsewhere, and with --test-data none)
+    split: str | None
+    label_bytes: int  # the stored labels the student learned from (0 for an all-hard schedule)
+    stored_epochs: int
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    out: Path
+    key: dict[str, Any]  # what last.pt must match to be resumed
+    state: RunState
+
+    @property
+    def acc_key(self) -> str:
+        return eval_name(self.split) if self.split else "test_acc"
+
+    @property
+    def last(self) -> Path:
+        return self.out / "last.pt"
+
+    @property
+    def dist_kw(self) -> dict[str, Any]:
+        return {"world_size": self.ctx.world_size} if self.ctx.active else {}
+
+    def config_extra(self) -> dict[str, Any]:
+        """What the configs beside student.pt record besides `cfg`."""
+        return dict(schedule=str(self.loader.schedule), label_bytes=self.label_bytes,
+                    stored_epochs=self.stored_epochs, batch_size=self.loader.batch_size, input=self.input,
+                    labels=self.label_path, data=self.record, eval_split=self.split)
+
+
 def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     """Train a student as `cfg` says; returns a summary (test accuracy, seconds, paths, the model).
 
@@ -133,22 +188,41 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     ReplayLoader gives each rank its share of every epoch (the same number of steps on every
     rank); rank 0 tests and writes the checkpoints, metrics and configs.
     """
-    from distill.distributed import distributed
-
     with distributed(cfg.device) as ctx:
-        return _train(cfg, progress, ctx)
+        progress = progress and ctx.is_main
+        run = build(cfg, ctx)
+        net = wrap_ddp(run.model, ctx)  # what the steps run; checkpoints hold the model itself
+        total = len(run.loader) * cfg.epochs
+        end = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, run.state.epoch + int(cfg.stop_after))
+        t0 = time.time() - run.state.seconds
+        bar = tqdm(range(run.state.epoch, end), desc=f"train {run.loader.schedule}", disable=not progress,
+                   initial=run.state.epoch, total=cfg.epochs)
+        for epoch in bar:
+            stats = train_one_epoch(net, run.loader, run.opt, epoch, run.state.step, total, cfg.lr)
+            run.state.epoch, run.state.step = epoch + 1, stats.step
+            if ctx.active:  # metrics over all ranks; BN running statistics made rank 0's everywhere
+                stats.loss_sum, stats.n, stats.gated, stats.seen = all_reduce_sum(
+                    [stats.loss_sum, stats.n, stats.gated, stats.seen], ctx.device)
+                sync_buffers(run.model)
+            test_acc = evaluate_student(run, epoch)
+            run.state.rows.append(stats.row(epoch, run.acc_key, test_acc, time.time() - t0))
+            bar.set_postfix(loss=f"{stats.loss_sum / max(stats.n, 1):.3f}", kind=run.state.rows[-1]["kind"],
+                            **({"test": f"{test_acc:.3f}"} if test_acc is not None else {}))
+            every = cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0
+            if ctx.is_main and (epoch == cfg.epochs - 1 or epoch + 1 == end or every):
+                run.state.seconds = time.time() - t0
+                _save_state(run)
+                write_csv(run.out / "metrics.csv", run.state.rows)
+        bar.close()
+        barrier(ctx)  # every rank returns after rank 0 wrote last.pt and metrics.csv
+        return finish(run, end, time.time() - t0, progress)
 
 
-def _train(cfg: TrainConfig, progress: bool, ctx) -> dict[str, Any]:
-    from distill.distributed import barrier
-    from distill.relabel import make_backend
-    from distill.hardsteps import HardSteps
-    from loaders import ReplayLoader, parse_schedule
-
-    main = ctx.is_main
-    progress = progress and main
+def build(cfg: TrainConfig, ctx: DistContext) -> Run:
+    """Everything a run needs before its first step: the images and labels (or hard steps), the
+    test set, the student and its optimiser, the state resumed from last.pt (with --resume),
+    and the config written beside student.pt (rank 0)."""
     device = ctx.device
-
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if not Path(cfg.images).exists():
@@ -182,8 +256,6 @@ def _train(cfg: TrainConfig, progress: bool, ctx) -> dict[str, Any]:
         record = img_cfg.get("data")
     # every rank resolves (and so refuses) the test set alike; only rank 0 scores the student
     test, split = test_set_for(cfg.test_data, record, ds, cfg.images, in_ch, cfg.test_subset, cfg.seed)
-    acc_key = eval_name(split) if split else "test_acc"
-    test = test if main else None
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, ds.num_classes, in_ch, side).to(device)
@@ -192,132 +264,119 @@ def _train(cfg: TrainConfig, progress: bool, ctx) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     # what the student learned from: an all-hard schedule reads no stored label, whatever file it was given
     label_bytes = 0 if all_hard else Path(label_path).stat().st_size
-    stored_epochs = labels.num_epochs if labels is not None else 0
-    key = _resume_key(cfg, getattr(backend, "fingerprint", None), label_bytes)
-    steps_per_epoch = len(loader)
-    total = steps_per_epoch * cfg.epochs
-    start_epoch, step, rows, elapsed = 0, 0, [], 0.0
-    last = out / "last.pt"
-    if cfg.resume and last.exists():
-        state = torch.load(last, map_location="cpu", weights_only=True)
-        if json.loads(state["key"]) != json.loads(json.dumps(key)):
-            raise LabelStoreError(f"{last} was written by a run with other settings; resume with the same "
-                                  "settings, or start over without --resume (or in another --out)")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start_epoch, step, rows, elapsed = state["epoch"], state["step"], json.loads(state["rows"]), state["seconds"]
-        if main:  # a message, not progress: --quiet keeps it
-            print(f"train: resuming {last} at epoch {start_epoch} of {cfg.epochs}")
-    dist_kw = {"world_size": ctx.world_size} if ctx.active else {}
-    if main:
-        write_config(out / "student.pt", "train", cfg, schedule=str(loader.schedule), label_bytes=label_bytes,
-                     stored_epochs=stored_epochs, batch_size=loader.batch_size, input=inp, labels=label_path,
-                     data=record, eval_split=split, **dist_kw)
-    net = model  # what the steps run: the model itself, or its DDP wrapper (checkpoints hold the model)
-    if ctx.active:
-        from torch.nn.parallel import DistributedDataParallel as DDP
+    run = Run(cfg, ctx, ds, labels, label_path, loader, inp, in_ch, side, record, test if ctx.is_main else None,
+              split, label_bytes, labels.num_epochs if labels is not None else 0, model, opt, out,
+              _resume_key(cfg, getattr(backend, "fingerprint", None), label_bytes), RunState())
+    if cfg.resume and run.last.exists():
+        run.state = _load_state(run)
+        if ctx.is_main:  # a message, not progress: --quiet keeps it
+            print(f"train: resuming {run.last} at epoch {run.state.epoch} of {cfg.epochs}")
+    if ctx.is_main:
+        write_config(out / "student.pt", "train", cfg, **run.config_extra(), **run.dist_kw)
+    return run
 
-        net = DDP(model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None)
 
-    t0 = time.time() - elapsed
-    end = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start_epoch + int(cfg.stop_after))
-    bar = tqdm(range(start_epoch, end), desc=f"train {loader.schedule}", disable=not progress,
-               initial=start_epoch, total=cfg.epochs)
-    for epoch in bar:
-        net.train()
-        loader.set_epoch(epoch)
-        loss_sum, n, kinds, gated, seen = 0.0, 0, {}, 0, 0
-        for st in loader:
-            lr = _lr_at(step, total, cfg.lr)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            loss = st.loss(net(st.images))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            loss_sum += loss.item() * len(st)
-            n += len(st)
-            kinds[st.kind] = kinds.get(st.kind, 0) + 1
-            if st.gated is not None:
-                gated += int(st.gated.sum())
-                seen += len(st)
-        if ctx.active:  # metrics over all ranks; BN running statistics made rank 0's everywhere
-            loss_sum, n, gated, seen = _all_reduce([loss_sum, n, gated, seen], device)
-            _sync_buffers(model)
-        test_acc = None
-        final = epoch == cfg.epochs - 1
-        if test is not None and (final or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
-            test_acc = accuracy(model, test, inp["mean"], inp["std"], side, device=device, progress=False)
-        rows.append({"epoch": epoch + 1, "kind": "+".join(sorted(kinds)), "steps": step, "loss": loss_sum / max(n, 1),
-                     "lr": lr, "drift_gated": gated / seen if seen else "", acc_key: "" if test_acc is None else test_acc,
-                     "seconds": round(time.time() - t0, 2)})
-        bar.set_postfix(loss=f"{loss_sum / max(n, 1):.3f}", kind=rows[-1]["kind"],
-                        **({"test": f"{test_acc:.3f}"} if test_acc is not None else {}))
-        if main and (final or epoch + 1 == end or (cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0)):
-            _write_last(last, model, opt, epoch + 1, step, rows, time.time() - t0, key)
-            _write_metrics(out / "metrics.csv", rows)
-    bar.close()
-    barrier(ctx)  # every rank returns after rank 0 wrote last.pt and metrics.csv
-    seconds = time.time() - t0
-    summary = {"metrics": out / "metrics.csv", "seconds": seconds, "schedule": str(loader.schedule),
-               "label_bytes": label_bytes, "stored_epochs": stored_epochs, "last": last, "model": model,
-               "eval_split": split, "test_acc": None}
+@dataclass
+class EpochStats:
+    """What one epoch of steps adds up to (summed over ranks under torchrun)."""
+
+    step: int  # optimiser steps done after the epoch
+    lr: float  # the learning rate of its last step
+    loss_sum: float = 0.0  # loss x records
+    n: int = 0  # records
+    kinds: dict[str, int] = field(default_factory=dict)  # steps per kind (soft, hard, blend, ...)
+    gated: int = 0  # records whose soft label the drift gate replaced
+    seen: int = 0  # records of gated steps
+
+    def row(self, epoch: int, acc_key: str, acc: float | None, seconds: float) -> dict[str, Any]:
+        """The epoch's row of metrics.csv."""
+        return {"epoch": epoch + 1, "kind": "+".join(sorted(self.kinds)), "steps": self.step,
+                "loss": self.loss_sum / max(self.n, 1), "lr": self.lr,
+                "drift_gated": self.gated / self.seen if self.seen else "", acc_key: "" if acc is None else acc,
+                "seconds": round(seconds, 2)}
+
+
+def train_one_epoch(net: torch.nn.Module, loader, opt: torch.optim.Optimizer, epoch: int, step: int, total: int,
+                    base_lr: float) -> EpochStats:
+    """Every step of `epoch` from `loader`, at the cosine learning rate of its global step."""
+    net.train()
+    loader.set_epoch(epoch)
+    stats = EpochStats(step=step, lr=cosine_lr(step, total, base_lr))
+    for st in loader:
+        stats.lr = cosine_lr(stats.step, total, base_lr)
+        set_lr(opt, stats.lr)
+        loss = st.loss(net(st.images))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        stats.step += 1
+        stats.loss_sum += loss.item() * len(st)
+        stats.n += len(st)
+        stats.kinds[st.kind] = stats.kinds.get(st.kind, 0) + 1
+        if st.gated is not None:
+            stats.gated += int(st.gated.sum())
+            stats.seen += len(st)
+    return stats
+
+
+def evaluate_student(run: Run, epoch: int) -> float | None:
+    """Test accuracy after `epoch` when it is due (every `eval_every` epochs and the last), on rank 0."""
+    cfg = run.cfg
+    due = epoch == cfg.epochs - 1 or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)
+    if run.test is None or not due:
+        return None
+    return accuracy(run.model, run.test, run.input["mean"], run.input["std"], run.side, device=run.ctx.device,
+                    progress=False)
+
+
+def finish(run: Run, end: int, seconds: float, progress: bool) -> dict[str, Any]:
+    """The run's summary; after the last epoch also student.pt and its config (rank 0)."""
+    cfg, main = run.cfg, run.ctx.is_main
+    summary = {"metrics": run.out / "metrics.csv", "seconds": seconds, "schedule": str(run.loader.schedule),
+               "label_bytes": run.label_bytes, "stored_epochs": run.stored_epochs, "last": run.last,
+               "model": run.model, "eval_split": run.split, "test_acc": None}
     if end < cfg.epochs:
-        if labels is not None:
-            labels.close()
+        if run.labels is not None:
+            run.labels.close()
         if main:
-            print(f"train: stopped after epoch {end} of {cfg.epochs}; {last} holds the state (--resume continues)")
+            print(f"train: stopped after epoch {end} of {cfg.epochs}; {run.last} holds the state (--resume continues)")
         return {**summary, "checkpoint": None, "epochs_done": end}
-    acc = next((r.get(acc_key) for r in reversed(rows) if r.get(acc_key, "") != ""), None)
+    key = run.acc_key
+    acc = next((r.get(key) for r in reversed(run.state.rows) if r.get(key, "") != ""), None)
     # named for what it is: test_acc only on a real test set (val_acc on the part squeeze held out)
-    accs = {"test_acc": None, acc_key: acc}
-    meta = {"model": cfg.model, "num_classes": ds.num_classes, "in_channels": in_ch, "image_size": side,
-            "mean": inp["mean"], "std": inp["std"], **accs, "data": record, "test_data": cfg.test_data,
-            "schedule": str(loader.schedule), "epochs": cfg.epochs, "label_bytes": label_bytes}
-    ckpt = out / "student.pt"
+    accs = {"test_acc": None, key: acc}
+    meta = {"model": cfg.model, "num_classes": run.ds.num_classes, "in_channels": run.in_channels,
+            "image_size": run.side, "mean": run.input["mean"], "std": run.input["std"], **accs, "data": run.record,
+            "test_data": cfg.test_data, "schedule": str(run.loader.schedule), "epochs": cfg.epochs,
+            "label_bytes": run.label_bytes}
+    ckpt = run.out / "student.pt"
     if main:
-        ckpt = save_checkpoint(ckpt, model, meta)
-        write_config(ckpt, "train", cfg, schedule=str(loader.schedule), label_bytes=label_bytes,
-                     stored_epochs=stored_epochs, batch_size=loader.batch_size, input=inp, labels=label_path,
-                     data=record, eval_split=split, **accs, seconds=round(seconds, 2), **dist_kw)
-    barrier(ctx)  # student.pt exists when any rank returns
-    if labels is not None:
-        labels.close()
+        ckpt = save_checkpoint(ckpt, run.model, meta)
+        write_config(ckpt, "train", cfg, **run.config_extra(), **accs, seconds=round(seconds, 2), **run.dist_kw)
+    barrier(run.ctx)  # student.pt exists when any rank returns
+    if run.labels is not None:
+        run.labels.close()
     if progress and acc is not None:
-        print(f"train: {loader.schedule}: {split} top-1 {acc:.4f} after {cfg.epochs} epochs "
+        print(f"train: {run.loader.schedule}: {run.split} top-1 {acc:.4f} after {cfg.epochs} epochs "
               f"({seconds:.1f} s) -> {ckpt}")
     return {**summary, **accs, "checkpoint": ckpt, "epochs_done": cfg.epochs}
 
 
-def _all_reduce(values: list[float], device: str) -> list[float]:
-    """Sums of per-rank numbers over all ranks."""
-    import torch.distributed as dist
-
-    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
-def _sync_buffers(model: torch.nn.Module) -> None:
-    """Rank 0's buffers (BatchNorm running statistics) on every rank: DDP broadcasts them before
-    each forward, so the last step leaves each rank with its own; checkpoints and a resumed run
-    then start from the same state everywhere."""
-    import torch.distributed as dist
-
-    for b in model.buffers():
-        dist.broadcast(b, src=0)
+def _load_state(run: Run) -> RunState:
+    """The state in last.pt, loaded into the model and optimiser; refused when another run wrote it."""
+    state = torch.load(run.last, map_location="cpu", weights_only=True)
+    if json.loads(state["key"]) != json.loads(json.dumps(run.key)):
+        raise LabelStoreError(f"{run.last} was written by a run with other settings; resume with the same "
+                              "settings, or start over without --resume (or in another --out)")
+    run.model.load_state_dict(state["model"])
+    run.opt.load_state_dict(state["optimizer"])
+    return RunState(state["epoch"], state["step"], json.loads(state["rows"]), state["seconds"])
 
 
-def _write_last(path: Path, model, opt, epoch: int, step: int, rows, seconds: float, key) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "step": step,
-                "rows": json.dumps(rows), "seconds": seconds, "key": json.dumps(key)}, tmp)
-    tmp.replace(path)  # atomic: a kill never leaves a half-written last.pt
-
-
-def _write_metrics(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+def _save_state(run: Run) -> None:
+    """last.pt: weights, optimiser and state, written atomically (a kill never leaves half a file)."""
+    s = run.state
+    tmp = run.last.with_suffix(".tmp")
+    torch.save({"model": run.model.state_dict(), "optimizer": run.opt.state_dict(), "epoch": s.epoch,
+                "step": s.step, "rows": json.dumps(s.rows), "seconds": s.seconds, "key": json.dumps(run.key)}, tmp)
+    tmp.replace(run.last)

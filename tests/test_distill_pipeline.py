@@ -9,9 +9,11 @@ import torch
 
 from distill.cli import main
 from distill.data import fashion_mnist, load_npz
-from distill.evaluate import EvaluateConfig, accuracy, evaluate
+from distill.committee import committee_weights
+from distill.evaluate import EvaluateConfig, evaluate
+from distill.metrics import accuracy
 from distill.models import load_checkpoint
-from distill.recover import RecoverConfig, committee_weights, recover
+from distill.recover import RecoverConfig, recover
 from distill.squeeze import SqueezeConfig, squeeze
 from labelstore.errors import LabelStoreError
 

@@ -99,11 +99,11 @@ def test_committee_is_the_weighted_sum_and_batch_bn_leaves_teachers_alone(teache
         assert f.teacher["bn"] == "batch" and f.teacher["weights"] == pytest.approx(w.tolist(), abs=1e-5)
     assert res["stored_epochs"] == 1
     # batch-specific BN never touches the teacher's running statistics
-    from distill.relabel import _batch_bn
+    from distill.committee import batch_specific_bn
 
     model = load_checkpoint(teachers[0])[0]
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    copy = _batch_bn(model)
+    copy = batch_specific_bn(model)
     with torch.no_grad():
         copy(torch.randn(8, 1, 28, 28) * 3 + 1)
     for k, v in copy.state_dict().items():
@@ -133,7 +133,7 @@ def test_budget_too_small_leaves_nothing(teachers, images, tmp_path):
 
 
 def test_relabel_resumes_after_a_kill(teachers, images, labels, tmp_path, monkeypatch):
-    import distill.relabel as R
+    import distill.committee as R
 
     out = tmp_path / "resumed.h5"
     cfg = RelabelConfig(images=images, teachers=[teachers[0]], out=str(out), epochs=3, batch_size=10)
