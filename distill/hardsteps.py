@@ -15,16 +15,14 @@ import numpy as np
 import torch
 
 from labelstore import CropPolicy, LabelStoreError, MixPolicy, draw_crops, draw_mix, draw_order
+from loaders.replay import hard_step_seed
 from loaders import CropBatch, Step, mix_targets, resolve_rank, shard_batches, smooth_one_hot, to_model_input
 
 __all__ = ["HardSteps", "hard_seed"]
 
-_HARD_STREAM = 0x48415244  # ReplayLoader's stream for hard-step draws ("HARD")
-
-
 def hard_seed(seed: int) -> int:
     """The seed of the hard-step draws, derived from the loader seed as ReplayLoader derives it."""
-    return int(np.random.SeedSequence([int(seed), _HARD_STREAM]).generate_state(1, np.uint64)[0] >> np.uint64(2))
+    return hard_step_seed(seed)
 
 
 class HardSteps:

@@ -38,8 +38,8 @@ class DriftReport:
 
     def plot(self, path: str | Path) -> Path:
         """Histograms of per-image spread and per-class mismatch, as a PNG (needs matplotlib:
-        the ``plot`` extra; without it, a :class:`~labelstore._extras.MissingExtra`)."""
-        from ._extras import require
+        the ``plot`` extra; without it, a :class:`~labelstore.extras.MissingExtra`)."""
+        from .extras import require
 
         require("matplotlib", "drift histograms (--plot)").use("Agg")
         import matplotlib.pyplot as plt

@@ -38,6 +38,11 @@ def derive_seed(seed: int, stream: int) -> int:
     return int(np.random.SeedSequence([int(seed), stream]).generate_state(1, np.uint64)[0] >> np.uint64(2))
 
 
+def hard_step_seed(seed: int) -> int:
+    """The seed of a loader's hard-step crops, orders and mixes (anyone making the same hard steps uses it)."""
+    return derive_seed(seed, _HARD_STREAM)
+
+
 class ReplayLoader:
     """Iterate training steps: ``loader.set_epoch(e)`` (or let it advance), then ``for step in loader``.
 
@@ -110,7 +115,7 @@ class ReplayLoader:
         auto = 2 if self.device.type == "cuda" else 0
         self.label_prefetch = auto if label_prefetch is None else max(0, int(label_prefetch))
         self.seed = int(seed)
-        self.hard_seed = derive_seed(self.seed, _HARD_STREAM)
+        self.hard_seed = hard_step_seed(self.seed)
         self.pool = resolve_pool(pool)
         self.label_smoothing = float(label_smoothing)
         self.hard_mix = hard_mix or MixPolicy()

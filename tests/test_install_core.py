@@ -175,7 +175,7 @@ def test_core_distill_names_its_extra(core_env):
 
 def test_pyproject_core_and_extras():
     tomllib = pytest.importorskip("tomllib")
-    from labelstore._extras import EXTRA_OF
+    from labelstore.extras import EXTRA_OF
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     names = {d.split(">")[0].split("=")[0].split("<")[0].split("[")[0].strip().lower() for d in project["dependencies"]}

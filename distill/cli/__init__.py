@@ -73,7 +73,7 @@ def _missing(exc: BaseException):
     """The one-line MissingExtra for an optional dependency a command lacks, else None.
 
     torch, torchvision, Pillow and matplotlib are what every stage needs: the ``distill`` extra."""
-    from labelstore._extras import EXTRA_OF, missing_extra
+    from labelstore.extras import EXTRA_OF, missing_extra
 
     name = (getattr(exc, "name", None) or "").split(".")[0]
     extra = "distill" if EXTRA_OF.get(name) in ("loaders", "plot") else None

@@ -24,7 +24,7 @@ def run(args) -> int:
     from ..drift import drift_report
 
     if args.plot:  # before the file is read: a missing matplotlib is one line, not a traceback at the end
-        from .._extras import require
+        from ..extras import require
 
         require("matplotlib", "--plot (histograms)")
 
