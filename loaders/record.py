@@ -74,25 +74,11 @@ def record_labels(
     for s in range(0, len(todo), step):
         seg = _broadcast(_crops(writer, backend, todo[s : s + step]) if rank == 0 else None, world)
         mine = seg[rank::world]  # this rank's share; rank 0 writes all of them in order
-        out = []
-        pixels = backend.iter_batches([c for _, _, c, _ in mine], size)
-        try:  # the generator goes first in zip, so it runs to its end
-            for px, (e, b, crop, mix) in zip(pixels, mine):
-                with torch.no_grad():
-                    logits = teacher_fn(to_model_input(px, mix, **kw))
-                out.append(_as_numpy(logits, len(crop), meta["num_classes"], e, b))
-        finally:
-            getattr(pixels, "close", lambda: None)()
-        if len(out) != len(mine):
-            raise LabelStoreError(f"the backend yielded {len(out)} batches for {len(mine)} crop batches; "
-                                  "a PixelBackend must yield one tensor per CropBatch")
+        out = [logits for *_, logits in _label(backend, teacher_fn, mine, size, kw, meta["num_classes"])]
         shares = _gather(out, world, rank)
         if rank == 0:
             for i, (e, b, crop, mix) in enumerate(seg):
-                extra = dict(boxes=crop.boxes, flips=crop.flips) if meta["explicit_crops"] else {}
-                if meta["explicit_mix"]:
-                    extra["mix"] = mix
-                writer.write_batch(e, b, shares[i % world][i // world], **extra)
+                _write(writer, meta, e, b, crop, mix, shares[i % world][i // world])
                 records += len(crop)
                 bar.update(1)
     bar.close()
@@ -116,24 +102,40 @@ def _record_shard(writer: LabelWriter, backend: PixelBackend, teacher_fn, epochs
     bar = tqdm(total=len(todo), desc=f"relabel rank {writer.shard[0]}", unit="batch", disable=not progress or not todo)
     for s in range(0, len(todo), max(1, int(segment))):
         seg = _crops(writer, backend, todo[s : s + max(1, int(segment))])
-        pixels = backend.iter_batches([c for _, _, c, _ in seg], meta["size"])
-        try:
-            for px, (e, b, crop, mix) in zip(pixels, seg):
-                with torch.no_grad():
-                    logits = _as_numpy(teacher_fn(to_model_input(px, mix, **kw)), len(crop), meta["num_classes"], e, b)
-                extra = dict(boxes=crop.boxes, flips=crop.flips) if meta["explicit_crops"] else {}
-                if meta["explicit_mix"]:
-                    extra["mix"] = mix
-                writer.write_batch(e, b, logits, **extra)
-                records += len(crop)
-                bar.update(1)
-        finally:
-            getattr(pixels, "close", lambda: None)()
+        for e, b, crop, mix, logits in _label(backend, teacher_fn, seg, meta["size"], kw, meta["num_classes"]):
+            _write(writer, meta, e, b, crop, mix, logits)
+            records += len(crop)
+            bar.update(1)
     bar.close()
     seconds = time.perf_counter() - start
     owned = sum(1 for e in range(epochs) for b in range(writer.num_batches(e)) if writer.owns(b))
     return dict(epochs=epochs, batches_written=len(todo), batches_skipped=owned - len(todo), records=records,
                 seconds=round(seconds, 3), records_per_s=round(records / seconds, 1) if records else 0.0)
+
+
+def _label(backend: PixelBackend, teacher_fn, seg, size, kw: dict, num_classes: int):
+    """Yield (epoch, batch, crop, mix, logits) for a segment: pixels from the backend, the mix and
+    normalisation of ``to_model_input`` (the replay path), the teacher's logits as numpy."""
+    pixels = backend.iter_batches([c for _, _, c, _ in seg], size)
+    done = 0
+    try:  # the generator goes first in zip, so it runs to its end
+        for px, (e, b, crop, mix) in zip(pixels, seg):
+            with torch.no_grad():
+                logits = teacher_fn(to_model_input(px, mix, **kw))
+            done += 1
+            yield e, b, crop, mix, _as_numpy(logits, len(crop), num_classes, e, b)
+    finally:
+        getattr(pixels, "close", lambda: None)()
+    if done != len(seg):
+        raise LabelStoreError(f"the backend yielded {done} batches for {len(seg)} crop batches; "
+                              "a PixelBackend must yield one tensor per CropBatch")
+
+
+def _write(writer: LabelWriter, meta: dict, e: int, b: int, crop: CropBatch, mix, logits: np.ndarray) -> None:
+    extra = dict(boxes=crop.boxes, flips=crop.flips) if meta["explicit_crops"] else {}
+    if meta["explicit_mix"]:
+        extra["mix"] = mix
+    writer.write_batch(e, b, logits, **extra)
 
 
 def _plan(writer: LabelWriter | None, backend: PixelBackend, epochs: int, batch_size: int) -> dict:
