@@ -176,7 +176,7 @@ def ffcv_rrc_runner(beton, batch_size, workers, flip=False):
 
 
 def replay_backend_runner(backend, lf: TimedLabelFile):
-    from loaders import CropBatch
+    from loaders.backend import CropBatch
 
     def run(epoch):
         batches = [lf.read_batch(epoch, b) for b in range(lf.num_batches(epoch))]
@@ -188,7 +188,7 @@ def replay_backend_runner(backend, lf: TimedLabelFile):
 
 def replay_pool_runner(backend, lf: TimedLabelFile):
     """LPLD's label pool: each batch is a stored batch of any stored epoch, drawn with replacement."""
-    from loaders import CropBatch
+    from loaders.backend import CropBatch
 
     def run(epoch):
         g = np.random.default_rng(epoch)

@@ -16,7 +16,11 @@ import torch
 
 from labelstore import CropPolicy, LabelStoreError, MixPolicy, draw_crops, draw_mix, draw_order
 from loaders.replay import hard_step_seed
-from loaders import CropBatch, Step, mix_targets, resolve_rank, shard_batches, smooth_one_hot, to_model_input
+from loaders import Step
+from loaders.backend import CropBatch
+from loaders.mixing import mix_targets, to_model_input
+from loaders.distributed import resolve_rank, shard_batches
+from loaders.losses import smooth_one_hot
 
 __all__ = ["HardSteps", "hard_seed"]
 

@@ -74,7 +74,8 @@ class RelabelConfig:
 def _sample_logits(teacher: Callable, backend, ds: ImageDataset, crop: CropPolicy, mix: MixPolicy, seed: int,
                    batch_size: int, input_kw: dict, epochs: int, max_records: int = 2048) -> np.ndarray:
     """Teacher logits of crops drawn like relabel draws them (epochs 0.., until `max_records`)."""
-    from loaders import CropBatch, to_model_input
+    from loaders.backend import CropBatch
+    from loaders.mixing import to_model_input
 
     out, sizes = [], np.asarray(backend.image_sizes)
     for e in range(epochs):

@@ -8,33 +8,27 @@ the device) and, when FFCV is installed, :class:`FFCVBackend` with :func:`write_
 (:class:`ReplayBatchSampler` + :class:`ReplayDataset`) and SRe2L-shaped batches
 (:class:`SRe2LBatches`).
 """
-from .backend import CropBatch, PixelBackend
+from .backend import PixelBackend
 from .device_backend import DeviceBackend
-from .distributed import resolve_rank, shard_batches
-from .images import ArraySource, DatasetSource, FolderSource, ImageSource, ListSource, as_image_source
-from .losses import kd_loss, smooth_one_hot, soft_cross_entropy
-from .mixing import apply_mix, mix_targets, to_model_input
+from .losses import kd_loss, soft_cross_entropy
+from .pairs import StepLoss, StepTargets
+from .pools import LabelPool
 from .record import record_labels
-from .replay import IMAGENET_MEAN, IMAGENET_STD, ReplayLoader
-from .step import PlannedBatch, Step
-from .pairs import StepLoss, StepPairs, StepTargets
-from .pools import POOL_POLICIES, LabelPool
-from .schedules import (
-    AllHard, AllSoft, Alternate, Blend, DriftGated, HALDSplit, Phases, Ratio, Schedule, StepPlan, parse_schedule,
-)
+from .replay import ReplayLoader
+from .schedules import Schedule, parse_schedule
 from .sre2l import SRe2LBatches
+from .step import Step
 from .torch_backend import TorchBackend
-from .torch_data import ReplayBatchSampler, ReplayDataset, ReplayKey, replay_dataloader
+from .torch_data import replay_dataloader
 
+# The front door: what a training loop needs. The parts behind it (crop records, image sources,
+# the individual schedule classes, mixing and normalisation, rank helpers, the DataLoader
+# pieces) are public in their modules: loaders.backend, loaders.images, loaders.schedules,
+# loaders.mixing, loaders.distributed, loaders.torch_data, loaders.contract (docs/api.md).
 __all__ = [
-    "CropBatch", "PixelBackend", "DeviceBackend", "resolve_rank", "shard_batches",
-    "ArraySource", "DatasetSource", "FolderSource", "ImageSource", "ListSource", "as_image_source",
-    "kd_loss", "smooth_one_hot", "soft_cross_entropy", "apply_mix", "mix_targets", "to_model_input",
-    "record_labels", "IMAGENET_MEAN", "IMAGENET_STD", "PlannedBatch", "ReplayLoader", "Step",
-    "AllHard", "AllSoft", "Alternate", "Blend", "DriftGated", "HALDSplit", "LabelPool", "POOL_POLICIES", "Phases", "Ratio",
-    "Schedule", "StepPlan", "parse_schedule", "TorchBackend",
-    "StepLoss", "StepPairs", "StepTargets", "ReplayBatchSampler", "ReplayDataset", "ReplayKey", "replay_dataloader",
-    "SRe2LBatches",
+    "ReplayLoader", "Step", "record_labels", "parse_schedule", "Schedule", "LabelPool",
+    "kd_loss", "soft_cross_entropy", "StepLoss", "StepTargets", "replay_dataloader", "SRe2LBatches",
+    "PixelBackend", "TorchBackend", "DeviceBackend",
 ]
 
 # FFCV is an optional extra: loaders works without it.

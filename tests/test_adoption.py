@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from labelstore import LabelStoreError, MixPolicy
-from loaders import ReplayBatchSampler, ReplayDataset, ReplayLoader, SRe2LBatches, StepLoss, StepTargets, TorchBackend
+from loaders import ReplayLoader, SRe2LBatches, StepLoss, StepTargets, TorchBackend
+from loaders.torch_data import ReplayBatchSampler, ReplayDataset
 from test_loaders_replay import MEAN, STD, photo_crops, relabel
 
 HALD = dict(schedule="soft:2,hard:2,soft:2", epochs=6, pool="without_replacement")

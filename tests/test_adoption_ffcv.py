@@ -9,7 +9,8 @@ pytest.importorskip("ffcv")
 
 from benchmarks._images import fixed_images  # noqa: E402
 from labelstore import CropPolicy, LabelWriter, MixPolicy  # noqa: E402
-from loaders import ReplayBatchSampler, ReplayDataset, ReplayLoader, StepLoss, record_labels  # noqa: E402
+from loaders import ReplayLoader, StepLoss, record_labels  # noqa: E402
+from loaders.torch_data import ReplayBatchSampler, ReplayDataset
 from loaders.beton import write_beton  # noqa: E402
 from loaders.ffcv_backend import FFCVBackend  # noqa: E402
 

@@ -11,7 +11,8 @@ import torch.distributed as dist
 import torch.multiprocessing as tmp
 
 from labelstore import CropPolicy, LabelFile, LabelWriter, MixPolicy, image_set_fingerprint, merge_shards
-from loaders import ReplayLoader, TorchBackend, record_labels, shard_batches
+from loaders import ReplayLoader, TorchBackend, record_labels
+from loaders.distributed import shard_batches
 
 N, BS, C = 45, 8, 5  # 6 batches per epoch, the last one short
 

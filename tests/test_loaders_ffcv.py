@@ -17,7 +17,8 @@ cv2 = pytest.importorskip("cv2")
 
 from benchmarks._images import fixed_images, variable_images  # noqa: E402
 from labelstore import CropPolicy, LabelStoreError, LabelWriter, MixPolicy, draw_crops, image_set_fingerprint  # noqa: E402
-from loaders import CropBatch, ReplayLoader, TorchBackend, record_labels  # noqa: E402
+from loaders import ReplayLoader, TorchBackend, record_labels  # noqa: E402
+from loaders.backend import CropBatch
 from loaders.beton import open_beton, sidecar_paths, write_beton  # noqa: E402
 from loaders.ffcv_backend import FFCVBackend, plan_segments  # noqa: E402
 from loaders._ffcv_ops import _NUMBA_CONST_LIMIT, ParamTable  # noqa: E402

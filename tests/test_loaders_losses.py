@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from labelstore import LabelStoreError, Mix
-from loaders import apply_mix, kd_loss, mix_targets, smooth_one_hot, soft_cross_entropy, to_model_input
+from loaders import kd_loss, soft_cross_entropy
+from loaders.mixing import apply_mix, mix_targets, to_model_input
+from loaders.losses import smooth_one_hot
 
 
 def test_kd_loss_by_hand():

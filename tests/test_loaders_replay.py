@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from labelstore import CropPolicy, LabelFile, LabelStoreError, LabelWriter, MixPolicy, image_set_fingerprint
-from loaders import ReplayLoader, TorchBackend, as_image_source, record_labels
+from loaders import ReplayLoader, TorchBackend, record_labels
+from loaders.images import as_image_source
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from labelstore import LabelStoreError
-from loaders import AllSoft, Alternate, Blend, DriftGated, HALDSplit, LabelPool, Phases, Ratio, parse_schedule
+from loaders import LabelPool, parse_schedule
+from loaders.schedules import AllSoft, Alternate, Blend, DriftGated, HALDSplit, Phases, Ratio
 
 FORMS = [
     "soft", "hard", "soft:75,hard:150,soft:75", "hard:10", "hald:hard=0.5", "hald:hard=0.25", "alt:soft=10,hard=10",
