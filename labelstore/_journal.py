@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -167,3 +168,22 @@ class Journal:
         if self._fh is not None:
             os.close(self._fh)
             self._fh = None
+
+
+def journal_dir(path: Path, shard: tuple[int, int] | None = None) -> Path:
+    """Where the journal of ``path`` lives: ``<file>.partial/``, or one rank's ``<file>.shards/rank<r>of<w>/``."""
+    if shard is None:
+        return path.with_name(path.name + ".partial")
+    return path.with_name(path.name + ".shards") / f"rank{shard[0]}of{shard[1]}"
+
+
+_SHARD_DIR = re.compile(r"rank(\d+)of(\d+)$")
+
+
+def shard_dirs(path: Path) -> list[tuple[Path, int, int]]:
+    """The shard journals of ``path`` (``<file>.shards/rank<r>of<w>/``) as (folder, rank, world size)."""
+    root = path.with_name(path.name + ".shards")
+    if not root.is_dir():
+        return []
+    return [(d, int(m.group(1)), int(m.group(2))) for d in sorted(root.glob("rank*of*"))
+            if d.is_dir() and (m := _SHARD_DIR.search(d.name))]

@@ -93,3 +93,19 @@ def softmax(logits: np.ndarray, T: float = 1.0) -> np.ndarray:
     np.exp(z, out=z)
     z /= z.sum(axis=-1, keepdims=True)
     return z
+
+
+def logits_from_probs(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Turn probabilities ``softmax(z / T)`` back into logits equal to ``z`` up to a per-row shift.
+
+    ``T * log(p)`` differs from ``z`` only by a constant per record, which no softmax sees, so
+    any training temperature can then be applied. Zeros are clamped to the smallest fp32 log;
+    each row is shifted so its maximum is 0.
+    """
+    p = np.asarray(probs, dtype=np.float32)
+    if not np.isfinite(p).all() or (p < 0).any():
+        raise LabelStoreError("probabilities must be finite and non-negative")
+    # shifted so each row's largest logit is 0: the distribution is unchanged, and the values
+    # stay small, so a codec's fp16 cast keeps softmax(z / T) on the stored probabilities
+    z = temperature * np.log(np.maximum(p.astype(np.float64), np.finfo(np.float32).tiny))
+    return (z - z.max(axis=-1, keepdims=True)).astype(np.float32)

@@ -15,7 +15,7 @@ from ._build import build_file
 from ._journal import Journal
 from .codecs import get_codec
 from .errors import LabelStoreError
-from .writer import shard_dirs
+from ._journal import shard_dirs
 
 
 def merge_shards(path: str | Path, *, keep_shards: bool = False) -> Path:

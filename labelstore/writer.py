@@ -9,7 +9,6 @@ sees a half-written label file.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,9 @@ import numpy as np
 
 from . import _chunk
 from ._format import DERIVED, EXPLICIT, NONE
-from ._journal import BatchEntry, Journal
+from ._journal import BatchEntry, Journal, journal_dir, shard_dirs  # noqa: F401  (re-exported: docs/api.md)
 from .codecs import LabelCodec, get_codec, parse_codec_spec
+from .batch import logits_from_probs  # noqa: F401  (re-exported: importers use it from here)
 from .crops import CropPolicy, Mix, MixPolicy, draw_crops, draw_mix, draw_order
 from .errors import LabelStoreError, describe_ranges
 
@@ -438,25 +438,6 @@ class LabelWriter:
             self.close()
 
 
-def journal_dir(path: Path, shard: tuple[int, int] | None = None) -> Path:
-    """Where the journal of ``path`` lives: ``<file>.partial/``, or one rank's ``<file>.shards/rank<r>of<w>/``."""
-    if shard is None:
-        return path.with_name(path.name + ".partial")
-    return path.with_name(path.name + ".shards") / f"rank{shard[0]}of{shard[1]}"
-
-
-_SHARD_DIR = re.compile(r"rank(\d+)of(\d+)$")
-
-
-def shard_dirs(path: Path) -> list[tuple[Path, int, int]]:
-    """The shard journals of ``path`` (``<file>.shards/rank<r>of<w>/``) as (folder, rank, world size)."""
-    root = path.with_name(path.name + ".shards")
-    if not root.is_dir():
-        return []
-    return [(d, int(m.group(1)), int(m.group(2))) for d in sorted(root.glob("rank*of*"))
-            if d.is_dir() and (m := _SHARD_DIR.search(d.name))]
-
-
 def _positive_int(value, name: str, minimum: int = 1) -> int:
     try:
         v = int(value)
@@ -465,19 +446,3 @@ def _positive_int(value, name: str, minimum: int = 1) -> int:
     if v != value or v < minimum:
         raise LabelStoreError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return v
-
-
-def logits_from_probs(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """Turn probabilities ``softmax(z / T)`` back into logits equal to ``z`` up to a per-row shift.
-
-    ``T * log(p)`` differs from ``z`` only by a constant per record, which no softmax sees, so
-    any training temperature can then be applied. Zeros are clamped to the smallest fp32 log;
-    each row is shifted so its maximum is 0.
-    """
-    p = np.asarray(probs, dtype=np.float32)
-    if not np.isfinite(p).all() or (p < 0).any():
-        raise LabelStoreError("probabilities must be finite and non-negative")
-    # shifted so each row's largest logit is 0: the distribution is unchanged, and the values
-    # stay small, so a codec's fp16 cast keeps softmax(z / T) on the stored probabilities
-    z = temperature * np.log(np.maximum(p.astype(np.float64), np.finfo(np.float32).tiny))
-    return (z - z.max(axis=-1, keepdims=True)).astype(np.float32)
