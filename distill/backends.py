@@ -2,8 +2,9 @@
 
 `torch`: `loaders.TorchBackend` over the images in memory (no worker processes: the fastest for
 a small distilled set). `ffcv`: `loaders.FFCVBackend` over the `images.beton` beside the .npz
-(`distill recover --beton` writes it). A new backend is one more name in BACKENDS and one more
-branch in `make_backend`.
+(`distill recover --beton` writes it). `device`: `loaders.DeviceBackend`, the image set held as
+uint8 on `--device` (a GPU, or the CPU), every batch cropped there in one batched call. A new
+backend is one more name in BACKENDS and one more branch in `make_backend`.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from labelstore.errors import LabelStoreError
 
 __all__ = ["BACKENDS", "make_backend"]
 
-BACKENDS = ("torch", "ffcv")  # the choices of --backend
+BACKENDS = ("torch", "ffcv", "device")  # the choices of --backend
 
 
-def make_backend(kind: str, ds, images_path: str | Path):
-    """The `kind` backend over the ImageDataset `ds`, loaded from `images_path` (an .npz)."""
+def make_backend(kind: str, ds, images_path: str | Path, device: str = "cpu"):
+    """The `kind` backend over the ImageDataset `ds`, loaded from `images_path` (an .npz);
+    `device` is where the device backend holds the images (the run's --device)."""
     if kind == "torch":
         from loaders import TorchBackend
 
@@ -33,4 +35,8 @@ def make_backend(kind: str, ds, images_path: str | Path):
             raise LabelStoreError(f"--backend ffcv needs {beton} (`distill recover --beton` writes it); "
                                   "or use --backend torch")
         return FFCVBackend(beton)
+    if kind == "device":
+        from loaders import DeviceBackend
+
+        return DeviceBackend(ds.images, ds.labels, device=device)
     raise LabelStoreError(f"unknown backend {kind!r}; use " + " or ".join(repr(b) for b in BACKENDS))

@@ -207,7 +207,7 @@ def prepare(cfg: RelabelConfig, ctx: DistContext) -> Job:
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise LabelStoreError("--epochs and --batch-size must be positive")
     committee, teacher_desc = load_committee(cfg.teachers, ds, cfg.bn, cfg.priors, cfg.temperature, ctx.device)
-    backend = make_backend(cfg.backend, ds, cfg.images)
+    backend = make_backend(cfg.backend, ds, cfg.images, device=str(ctx.device))
     gray = ds.in_channels == 1 and all(int(m["in_channels"]) == 1 for m in committee.metas)
     side = int(cfg.crop_size or ds.image_size)
     # crops are drawn from the source images: their side decides what a crop of a given area shows

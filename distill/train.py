@@ -236,7 +236,7 @@ def build(cfg: TrainConfig, ctx: DistContext) -> Run:
     labels = LabelFile(label_path) if label_path is not None else None
     if labels is not None and labels.num_classes != ds.num_classes:
         raise LabelStoreError(f"the label file has {labels.num_classes} classes, the images {ds.num_classes}")
-    backend = make_backend(cfg.backend, ds, cfg.images)
+    backend = make_backend(cfg.backend, ds, cfg.images, device=str(device))
     inp = input_settings(labels, ds)
     in_ch = 1 if inp["gray"] else 3
     shared = dict(epochs=cfg.epochs, label_smoothing=cfg.label_smoothing, hard_mix=MixPolicy(cfg.hard_mix),

@@ -248,3 +248,18 @@ def test_squeeze_random_resized_crop_is_a_crop():
         assert torch.allclose(full[i], x[i], atol=1e-3) or torch.allclose(full[i], x[i].flip(-1), atol=1e-3)
     small = random_resized_crop(x, gen, (0.1, 0.1))
     assert small.shape == x.shape and float(small.std()) < float(x.std())  # a zoomed-in part varies less
+
+
+def test_relabel_and_train_through_the_device_backend(teachers, images, tmp_path):
+    # --backend device on this CPU machine: the image set as one uint8 tensor, batches cut there;
+    # the file records the backend, so training through another backend is refused unless asked
+    out = tmp_path / "dev.h5"
+    relabel(RelabelConfig(images=images, teachers=[teachers[0]], out=str(out), epochs=2, batch_size=10, threads=2,
+                          backend="device"), progress=False)
+    with LabelFile(out) as f:
+        assert f.pixels["backend"] == "device:cpu"
+    res = _train(images, out, tmp_path / "t", "soft", epochs=2, backend="device")
+    assert res["checkpoint"].exists()
+    with pytest.raises(LabelStoreError, match="backend: recorded 'device:cpu', replay 'torch'"):
+        _train(images, out, tmp_path / "u", "soft", epochs=1, backend="torch")
+    assert _train(images, out, tmp_path / "v", "soft", epochs=1, backend="torch", allow_pixel_mismatch=True)["checkpoint"].exists()
