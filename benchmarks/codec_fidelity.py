@@ -217,9 +217,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=OUT, help="output folder (default %(default)s)")
     ap.add_argument("--batch", type=int, default=1024, help="records per encoded chunk")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads for the Lite0 logits and the ConvNet's training (default 2; --quick: 1)")
     args = ap.parse_args(argv)
     # --quick: one 512-crop cache part (~20 s of Lite0 on 2 cores) instead of six
     crops = args.crops or (256 if args.quick else 20000)
+    # --quick: one thread; on the busy shared 2-core machine Lite0 ran 2x faster (wall) with 1 than with 2
+    threads = args.threads or (1 if args.quick else 2)
     fit_n = args.fit or (256 if args.quick else 4096)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -230,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.cached:
         logits, photos = teachers.cached_lite0(cache_dir=args.cache_dir)
     else:
-        logits = teachers.lite0_logits(fit_n + crops, threads=2, cache_dir=args.cache_dir)
+        logits = teachers.lite0_logits(fit_n + crops, threads=threads, cache_dir=args.cache_dir)
         photos = np.arange(len(logits)) % len(teachers.PHOTOS)
     if len(logits) <= fit_n:
         ap.error(f"{len(logits)} records of logits, not more than --fit {fit_n}: nothing left to score "
@@ -254,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
                      for spec in ("topk:k=10", "lowrank:rank=8", "lowrank:rank=128,k=5")]
             for r in rows[-3:]:
                 r["ratio_vs_sre2l"] /= r["bytes_per_record"]
-    with torch_threads(2):
+    with torch_threads(threads):
         fm = teachers.fashion_logits(train_images=10000 if args.quick else 60000, cache_dir=args.cache_dir)
     with torch_threads(1):
         rows += evaluate("fashion-mnist 10-class", fm[2000:], fm[:2000], SETTINGS_10,

@@ -81,13 +81,13 @@ def _write(path, images, classes, epochs, codec, cache_dir, q):
            "peak_rss_mb": peak, "writer_added_rss_mb": peak - rss_before})
 
 
-def _read(path, q):
+def _read(path, reads, q):
     rng = np.random.default_rng(1)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
     with LabelFile(path) as f:
         open_s = time.perf_counter() - t0
-        keys = [(int(rng.integers(f.num_epochs)), 0) for _ in range(300)]
+        keys = [(int(rng.integers(f.num_epochs)), 0) for _ in range(reads)]
         keys = [(e, int(rng.integers(f.num_batches(e)))) for e, _ in keys]
         t0 = time.perf_counter()
         for e, b in keys:
@@ -114,10 +114,10 @@ def _in_child(fn, *args) -> dict:
 
 
 def measure(tmp: Path, name: str, images: int, classes: int, epochs: int, codec: str,
-            cache_dir: Path | None = None) -> dict:
+            cache_dir: Path | None = None, reads: int = 300) -> dict:
     path = tmp / f"{name}.h5"
     w = _in_child(_write, path, images, classes, epochs, codec, cache_dir)
-    r = _in_child(_read, path)
+    r = _in_child(_read, path, reads)
     records = images * epochs
     size = path.stat().st_size
     path.unlink()
@@ -133,7 +133,7 @@ def measure(tmp: Path, name: str, images: int, classes: int, epochs: int, codec:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="10 epochs instead of 300, the 21K-P epoch at 1/10 (~40 s on 2 cores)")
+    ap.add_argument("--quick", action="store_true", help="10 epochs instead of 300, the 21K-P epoch at 1/10, 60 random batch reads instead of 300")
     ap.add_argument("--codecs", default="topk:k=10|lowrank:rank=8|lowrank:rank=128,k=5|dense_q:bits=8",
                     help="'|'-separated codec specs")
     ap.add_argument("--out", default="results/scale")
@@ -141,16 +141,17 @@ def main(argv=None) -> int:
                     help="teacher-logit cache of benchmarks.codec_fidelity (default $LABELSTORE_BENCH_CACHE or results/teacher_logits)")
     args = ap.parse_args(argv)
     codecs = args.codecs.split("|")
-    epochs = 10 if args.quick else 300  # 10: keeps the smoke run (and the test that runs it) under a minute
+    # --quick: keeps the smoke run (and the test that runs it) under a minute on 2 busy cores
+    epochs, reads = (10, 60) if args.quick else (300, 300)
     rows = []
     with tempfile.TemporaryDirectory(dir=".") as d:
         tmp = Path(d)
         for codec in codecs:
-            rows.append(measure(tmp, "in1k_ipc10", 10_000, 1000, epochs, codec, args.cache_dir))
+            rows.append(measure(tmp, "in1k_ipc10", 10_000, 1000, epochs, codec, args.cache_dir, reads))
         # 21K-P: one epoch (a tenth with --quick); a second epoch would cost the same again
         n21 = 10_450 if args.quick else 104_500
         for codec in ("topk:k=10", "dense_q:bits=8"):
-            rows.append(measure(tmp, "in21k_ipc10_1epoch", n21, 10_450, 1, codec))
+            rows.append(measure(tmp, "in21k_ipc10_1epoch", n21, 10_450, 1, codec, reads=reads))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "scale.json").write_text(json.dumps(rows, indent=1))

@@ -67,6 +67,7 @@ def test_quick_preset_and_schedule_names():
     assert (a.sources, a.S, a.seeds, a.committee) == (["real"], [1, 5], 1, False) and a.out.endswith("-quick")
     assert a.cache_dir is None  # main() then caches in a fresh temporary folder: a smoke run always trains
     assert sva.parse_args(["--quick", "--out", "mine"]).out == "mine"  # an explicit --out is used as given
+    assert (a.threads, sva.parse_args([]).threads, sva.parse_args(["--quick", "--threads", "2"]).threads) == (1, 2, 2)
     assert sva.SCHEDULES["HALD-auto"] == "hald:hard=auto" and sva.SCHEDULES["drift-gated"] == "soft|drift"
     assert [sva.relabel_mix("auto", s) for s in ("real", "sre2l", "cvdd")] == ["none", "cutmix", "cutmix"]
     assert sva.relabel_mix("none", "sre2l") == "none"  # an explicit choice wins

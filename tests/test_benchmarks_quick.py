@@ -21,6 +21,7 @@ BENCHMARKS = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if not p.
 # benchmark -> files its --quick run must write under --out
 OUTPUTS = {
     "codec_fidelity": ["codec_fidelity.csv", "codec_fidelity.png", "targets.txt"],
+    "gpu_feed": ["gpu_feed_quick.json"],
     "loader_throughput": ["loader_throughput_quick.csv", "loader_throughput_quick.json", "loader_throughput_quick.png"],
     "pack_throughput": ["pack_20000_dense16.json"],
     "reliability": ["reliability.json"],
@@ -30,8 +31,8 @@ OUTPUTS = {
 
 
 def test_every_benchmark_has_a_quick_test():
-    # a new benchmark without an entry here would silently go untested
-    assert BENCHMARKS == sorted(OUTPUTS)
+    # a new benchmark without an entry here would run with nothing checked but its exit status
+    assert [b for b in BENCHMARKS if b not in OUTPUTS] == []
 
 
 @pytest.mark.slow
@@ -47,7 +48,7 @@ def test_quick_run_from_empty_cache(name, tmp_path):
                           cwd=work, env=env, capture_output=True, text=True, timeout=400)
     seconds = time.perf_counter() - t0
     assert proc.returncode == 0, f"exit {proc.returncode} after {seconds:.0f} s\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    missing = [f for f in OUTPUTS[name] if not (out / f).is_file() or (out / f).stat().st_size == 0]
+    missing = [f for f in OUTPUTS.get(name, []) if not (out / f).is_file() or (out / f).stat().st_size == 0]
     assert not missing, f"{name} --quick did not write {missing} under --out; wrote {sorted(os.listdir(out))}"
     # everything went to --out and the cache: a stray results/ in the working directory would be
     # a location the overrides do not reach
