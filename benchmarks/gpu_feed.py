@@ -116,7 +116,7 @@ def _crop_batches(source, epoch: int, size, bs: int, seed: int = 0):
     import numpy as np
 
     from labelstore import CropPolicy, MixPolicy, draw_crops, draw_mix, draw_order
-    from loaders import CropBatch
+    from loaders.backend import CropBatch
 
     n, sizes = source.num_images, np.asarray(source.image_sizes)
     order = draw_order(seed, epoch, n)
@@ -192,6 +192,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--reps", type=int, default=3, help="timed epochs per pixel/replay row (median counts)")
     ap.add_argument("--steps", type=int, default=30, help="timed training / teacher steps per row")
     ap.add_argument("--workers", type=int, default=None, help="TorchBackend worker processes (default: all cores)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads of this process (default: torch's)")
     ap.add_argument("--ffcv", action=argparse.BooleanOptionalAction, default=None,
                     help="FFCVBackend rows (default: when FFCV is installed, except with --quick)")
     ap.add_argument("--device", default=None, help="default: cuda when available, else cpu")
@@ -205,7 +206,9 @@ def main(argv=None) -> dict:
     if args.parts - PARTS:
         ap.error(f"--parts takes {', '.join(sorted(PARTS))}, got {args.parts}")
     missing = _stub_missing()
-    with tempfile.TemporaryDirectory(prefix="gpu_feed_") as tmp:
+    from benchmarks._scope import torch_threads
+
+    with tempfile.TemporaryDirectory(prefix="gpu_feed_") as tmp, torch_threads(args.threads):
         return _run(args, Path(tmp), missing)
 
 
@@ -213,7 +216,9 @@ def _run(args, tmp: Path, missing: list[str]) -> dict:
     import numpy as np
     import torch
 
-    from loaders import ImageSource, ReplayLoader, TorchBackend, as_image_source, kd_loss, to_model_input
+    from loaders import ReplayLoader, TorchBackend, kd_loss
+    from loaders.images import ImageSource, as_image_source
+    from loaders.mixing import to_model_input
     from loaders.device_backend import DeviceBackend
 
     t_start = time.perf_counter()
@@ -254,14 +259,15 @@ def _run(args, tmp: Path, missing: list[str]) -> dict:
         rows.append(dict(kind=kind, backend=name, labels=labels, images=images, seconds=round(seconds, 4),
                          images_per_s=round(images / seconds, 1), **extra))
 
-    # (a) pixels on the device, then ReplayLoader soft steps with labels
+    # (a) pixels on the device, then ReplayLoader soft steps with labels; round-robin over the configurations
+    configs = []
     for name, b in backends.items() if "pixels" in args.parts else ():
         def pixels(b=b):
             n = 0
             for x in b.iter_batches([cb for cb, _ in epochs[1]], size):
                 n += len(x.to(dev, non_blocking=True))
             return n
-        add("pixels", name, None, *_timed(dev, pixels, args.reps))
+        configs.append((("pixels", name, None), pixels))
     files = {}
     if labels_ok and args.parts & {"replay", "train"}:
         for codec in LABEL_CODECS:
@@ -269,13 +275,24 @@ def _run(args, tmp: Path, missing: list[str]) -> dict:
                                        classes=args.classes)
         for codec, path in files.items() if "replay" in args.parts else ():
             for name, b in backends.items():
-                loader = ReplayLoader(path, b, "soft", epochs=args.reps + 1, pool="cycle", **in_kw)
+                loader = ReplayLoader(path, b, "soft", epochs=2, pool="cycle", **in_kw)
 
                 def replay(loader=loader):
-                    if loader.epoch >= loader.epochs:
-                        loader.set_epoch(0)
+                    loader.set_epoch(1)  # stored epoch 1, as the pixel rows; targets computed, as a loop reads them
                     return sum(len(step.images) + 0 * step.targets.shape[0] for step in loader)
-                add("replay", name, codec, *_timed(dev, replay, args.reps))
+                configs.append((("replay", name, codec), replay))
+    times: dict = {key: [] for key, _ in configs}
+    counts: dict = {}
+    for rep in range(args.reps + 1):  # rep 0 warms up (compiles FFCV, starts workers, fills caches)
+        for key, fn in configs:
+            _sync(dev)
+            t = time.perf_counter()
+            counts[key] = fn()
+            _sync(dev)
+            if rep:
+                times[key].append(time.perf_counter() - t)
+    for key, _ in configs:
+        add(*key, statistics.median(times[key]), counts[key], best_images_per_s=round(counts[key] / min(times[key]), 1))
     print(f"(a) done at {time.perf_counter() - t_start:.0f} s")
 
     px0 = next(iter(backends["device"].iter_batches([epochs[0][0][0]], size)))
@@ -339,8 +356,9 @@ def _run(args, tmp: Path, missing: list[str]) -> dict:
     # (c) record mode through the device backend, against the teacher alone on device tensors
     teacher_name = None
     if "record" in args.parts:
-        from distill.teachers import LITE_MEAN, LITE_STD
         from loaders import record_labels
+
+        LITE_MEAN, LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3  # EfficientNet-Lite's input scaling (distill.teachers)
 
         teacher, teacher_name = _teacher(dev, notes)
         rec_kw = dict(mean=LITE_MEAN, std=LITE_STD, device=dev)
@@ -381,6 +399,7 @@ def _run(args, tmp: Path, missing: list[str]) -> dict:
     checks = _checks(source, epochs[0][0][0], size, backends, dev)
     result = dict(device=str(dev), device_name=torch.cuda.get_device_name(dev) if cuda else platform.processor(),
                   torch=torch.__version__, python=platform.python_version(), cpu_count=os.cpu_count(), workers=W,
+                  threads=torch.get_num_threads(), load_average=os.getloadavg(),
                   args={k: str(v) for k, v in vars(args).items()}, missing=missing, teacher=teacher_name,
                   rows=rows, skipped=skipped, checks=checks, notes=notes, seconds=round(time.perf_counter() - t_start, 1))
     result["targets"] = _targets(rows, cuda)

@@ -13,7 +13,8 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2.functional._geometry import _do_native_uint8_resize_on_cpu
 
 from labelstore import CropPolicy, LabelFile, LabelStoreError, LabelWriter, MixPolicy, draw_crops
-from loaders import CropBatch, ReplayLoader, TorchBackend, record_labels
+from loaders import ReplayLoader, TorchBackend, record_labels
+from loaders.backend import CropBatch
 from loaders.device_backend import DeviceBackend
 from loaders.device_resample import axis_weights
 
