@@ -236,7 +236,9 @@ def _run(a, cache: Path) -> int:
             base = cache / "labels" / source / tname / f"S{Smax}-dense16.h5"
             lab = relabel(RelabelConfig(images=str(images), teachers=[str(t) for t in tlist], out=str(base),
                                         epochs=Smax, batch_size=a.batch_size, codec="dense16", mix=relabel_mix(a.mix, source),
-                                        threads=a.threads, device=a.device),
+                                        threads=a.threads, device=a.device,
+                                        # the documented sweep's crops: relabel's own default for 28 px is now 0.5-1
+                                        crop_scale=(0.08, 1.0)),
                           progress=False)
             for codec in a.codecs:
                 Ss = a.S if codec == "dense16" else [s for s in a.S if s in a.codec_S]
