@@ -96,7 +96,7 @@ def test_axis_weights_sum_to_one_and_stay_inside():
     assert (xmin >= 0).all() and (last < np.arange(1, 300)[:, None]).all()
 
 
-@pytest.mark.parametrize("variable,engine", [(False, "native"), (False, "batched"), (True, "batched")])
+@pytest.mark.parametrize("variable,engine", [(False, "native"), (False, "batched"), (True, "native"), (True, "batched")])
 def test_record_through_it_then_replay_shows_the_labelled_pixels(tmp_path, variable, engine):
     images, labels = photo_crops(30, variable=variable)
     backend = DeviceBackend(images, labels, device="cpu", engine=engine)
