@@ -14,10 +14,8 @@ wins, then the fewest bytes. Fewer stored epochs keep the first epochs (LPLD's l
 """
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
