@@ -21,9 +21,8 @@ import numpy as np
 
 from . import _chunk, rng
 from ._build import meta_crc32
-from ._format import (
-    CHUNK_DTYPE, DERIVED, EPOCH_DTYPE, EPOCH_DTYPE_V1, EXPLICIT, FORMAT_NAME, SUPPORTED_VERSIONS, USERBLOCK_DTYPE, USERBLOCK_MAGIC,
-)
+from ._format import DERIVED, EXPLICIT
+from ._open import check_tables, check_userblock, root_attributes
 from .batch import Batch, ImageHistory
 from .codecs import LabelCodec, get_codec
 from .crops import CropPolicy, MixPolicy, draw_crops, draw_mix, draw_order
@@ -47,28 +46,15 @@ class LabelFile:
         self._order_cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
         self._open_lock = threading.Lock()
-        self._check_userblock()
+        self.file_crc32 = check_userblock(self.path)
         f = self._file()
         try:
-            attrs = {k: _plain(v) for k, v in f.attrs.items()}
+            attrs = root_attributes(f)
             self._attrs = attrs
-            if attrs.get("format") != FORMAT_NAME:
-                raise LabelStoreError(f"{self.path} is an HDF5 file but not a labelstore label file")
+            self.epoch_table = check_tables(f, attrs, self.path)  # format name and version first
             self.format_version = int(attrs["format_version"])
-            if self.format_version not in SUPPORTED_VERSIONS:
-                raise LabelStoreError(
-                    f"{self.path} has format version {self.format_version}; this labelstore-kit reads "
-                    f"{list(SUPPORTED_VERSIONS)}: upgrade labelstore-kit"
-                )
             if self.verify_checksums and int(attrs["meta_crc32"]) != meta_crc32(attrs):
                 raise LabelStoreError(f"{self.path}: metadata checksum mismatch (the header is corrupted); run `labelstore verify`")
-            self._check_structure(f, attrs)
-            self.epoch_table = _epoch_table(f["epochs"][...])
-            t, n = self.epoch_table, int(attrs["num_images"])
-            if (t["batch_size"] < 1).any() or (t["num_batches"] != -(-n // np.maximum(t["batch_size"].astype(np.int64), 1))).any() \
-                    or (t["num_stored"] > t["num_batches"]).any() or (
-                    self.epoch_table["first_chunk"] != np.concatenate([[0], np.cumsum(self.epoch_table["num_stored"])[:-1]])).any():
-                raise LabelStoreError(f"{self.path}: the epoch table is inconsistent (corrupted); run `labelstore verify`")
             codec_arrays = {k: v[...] for k, v in f["codec_arrays"].items()} if "codec_arrays" in f else None
             # /data is contiguous: a chunk is one pread at a fixed offset, without h5py's per-read overhead
             self._data_size = int(f["data"].shape[0])
@@ -96,29 +82,6 @@ class LabelFile:
         self.codec: LabelCodec = get_codec(json.loads(attrs["codec"]), codec_arrays)
         self.num_epochs = len(self.epoch_table)
 
-    def _check_structure(self, f: h5py.File, attrs: dict) -> None:
-        """Datasets present with the dtypes and shapes the format says: cheap, metadata only."""
-        def bad(what: str):
-            return LabelStoreError(f"{self.path}: {what} (the file is corrupted or not written by labelstore); run `labelstore verify`")
-
-        epoch_dtype = EPOCH_DTYPE_V1 if int(attrs["format_version"]) == 1 else EPOCH_DTYPE
-        for name, dtype in (("epochs", epoch_dtype), ("chunks", CHUNK_DTYPE)):
-            if name not in f or not isinstance(f[name], h5py.Dataset) or f[name].dtype != dtype or f[name].ndim != 1:
-                raise bad(f"/{name} is missing or malformed")
-        if "data" not in f or f["data"].dtype != np.uint8 or f["data"].ndim != 1:
-            raise bad("/data is missing or malformed")
-        epochs = f["epochs"]
-        stored = epochs["num_stored"] if "num_stored" in epoch_dtype.names else epochs["num_batches"]
-        if f["chunks"].shape[0] != int(stored.sum(dtype=np.int64)):
-            raise bad("the chunk table does not match the epoch table")
-        n = int(attrs["num_images"])
-        if attrs.get("orders") == EXPLICIT and ("orders" not in f or f["orders"].shape != (len(epochs), n)):
-            raise bad("/orders is missing or has the wrong shape")
-        if "image_sizes" in f and f["image_sizes"].shape != (n, 2):
-            raise bad("/image_sizes has the wrong shape")
-        if attrs.get("crops") == DERIVED and "image_sizes" not in f:
-            raise bad("derived crops need /image_sizes, which is missing")
-
     # -- the lazy, per-process handle -----------------------------------------------------
     def _file(self) -> h5py.File:
         if self._h5 is None or self._pid != os.getpid():
@@ -142,32 +105,6 @@ class LabelFile:
                 if self._fd is None:
                     self._fd = os.open(self.path, os.O_RDONLY)
         return self._fd
-
-    def _check_userblock(self) -> None:
-        try:
-            with open(self.path, "rb") as fh:
-                raw = fh.read(USERBLOCK_DTYPE.itemsize)
-                size = os.fstat(fh.fileno()).st_size
-        except FileNotFoundError:
-            raise LabelStoreError(f"no label file at {self.path}") from None
-        except OSError as exc:
-            raise LabelStoreError(f"cannot read {self.path}: {exc.strerror}") from None
-        if Path(str(self.path) + ".partial").exists() and len(raw) < USERBLOCK_DTYPE.itemsize:
-            raise LabelStoreError(f"{self.path} is not finalized yet: resume the writer and finalize it")
-        if len(raw) < USERBLOCK_DTYPE.itemsize or raw[:16] != USERBLOCK_MAGIC:
-            raise LabelStoreError(f"{self.path} is not a labelstore label file (bad magic; truncated or another format)")
-        head = np.frombuffer(raw, USERBLOCK_DTYPE)[0]
-        if int(head["version"]) not in SUPPORTED_VERSIONS:
-            raise LabelStoreError(
-                f"{self.path} has format version {int(head['version'])}; this labelstore-kit reads "
-                f"{list(SUPPORTED_VERSIONS)}: upgrade labelstore-kit"
-            )
-        if int(head["file_size"]) != size:
-            raise LabelStoreError(
-                f"{self.path} is truncated or was appended to ({size} bytes, header says {int(head['file_size'])}); "
-                "restore it from a copy or rewrite it"
-            )
-        self.file_crc32 = int(head["crc32"])
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -569,22 +506,3 @@ def _from_end(i, n: int, what: str) -> int:
         where = "the file stores epochs" if what == "epoch" else "this epoch has batches"
         raise LabelStoreError(f"{what} {i} is out of range: {where} 0..{n - 1} (or -{n}..-1 from the end)")
     return int(i) % n
-
-
-def _epoch_table(rows: np.ndarray) -> np.ndarray:
-    """The epoch table in the current layout (a format-1 table gains num_stored = num_batches)."""
-    if "num_stored" in rows.dtype.names:
-        return rows
-    out = np.zeros(len(rows), EPOCH_DTYPE)
-    for name in rows.dtype.names:
-        out[name] = rows[name]
-    out["num_stored"] = rows["num_batches"]
-    return out
-
-
-def _plain(v):
-    if isinstance(v, bytes):
-        return v.decode()
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
