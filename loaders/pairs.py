@@ -91,16 +91,12 @@ class StepLoss(torch.nn.Module):
         return soft_cross_entropy(output, target)
 
 
-class StepPairs:
-    """``loader.pairs()``: iterate ``(images, StepTargets)``; ``len``, ``set_epoch`` and the state
-    dict are the loader's."""
+class LoaderView:
+    """Another shape of a ReplayLoader's steps: ``len``, ``set_epoch`` and the state dict are the
+    loader's (subclasses define ``__iter__``)."""
 
     def __init__(self, loader: "ReplayLoader"):
         self.loader = loader
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, StepTargets]]:
-        for step in self.loader:
-            yield step.images, StepTargets.from_step(step)
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -113,3 +109,11 @@ class StepPairs:
 
     def load_state_dict(self, state: dict) -> None:
         self.loader.load_state_dict(state)
+
+
+class StepPairs(LoaderView):
+    """``loader.pairs()``: iterate ``(images, StepTargets)``."""
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, StepTargets]]:
+        for step in self.loader:
+            yield step.images, StepTargets.from_step(step)

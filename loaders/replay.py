@@ -179,7 +179,7 @@ class ReplayLoader:
 
     def _check_pool(self, label_epochs: int) -> None:
         S = self.labels.num_epochs
-        self._stored = self.labels.stored_batches()
+        self._stored = None if self.labels.complete else self.labels.stored_batches()  # what pools draw from
         if self.pool is None and label_epochs > 0:
             partial = [e for e in range(min(S, label_epochs)) if not self.labels.is_complete(e)]
             if partial:
@@ -248,8 +248,7 @@ class ReplayLoader:
             if self.pool is None:
                 assign = np.stack([np.full(self.num_batches, k), np.arange(self.num_batches)], 1)
             else:
-                stored = None if self.labels.complete else self._stored
-                assign = self.pool.assign(k, self.num_batches, self.labels.num_epochs, self.seed, stored)
+                assign = self.pool.assign(k, self.num_batches, self.labels.num_epochs, self.seed, self._stored)
         out = []
         for b in range(self.num_batches):
             sp = self.schedule.step(epoch, b, self.epochs)

@@ -24,13 +24,14 @@ from labelstore import LabelStoreError
 from labelstore.importers import boxes_to_coords
 
 from ._transfer import to_device
+from .pairs import LoaderView
 from .schedules import SOFT, DriftGated
 
 if TYPE_CHECKING:
     from .replay import ReplayLoader
 
 
-class SRe2LBatches:
+class SRe2LBatches(LoaderView):
     """``train_loader`` for an SRe2L-style loop: ``[(images, target, flip_status, coords_status),
     mix_index, mix_lam, mix_bbox, soft_label]`` per step, with ``len``, ``set_epoch`` and the
     loader's state dict. ``mix_type`` is the file's ``"cutmix"`` / ``"mixup"`` (``None``: unmixed),
@@ -48,7 +49,7 @@ class SRe2LBatches:
                 f"SRe2L's loop trains every step on stored soft labels, but schedule '{loader.schedule}' has "
                 f"{sorted(kinds - {SOFT}) or 'drift-gated'} steps; use schedule 'soft' here, or loader.pairs() with "
                 "loaders.StepLoss for HALD-style schedules")
-        self.loader = loader
+        super().__init__(loader)
         kind = loader.labels.mix_policy.kind
         self.mix_type = None if kind == "none" else kind
         sizes = loader.labels.image_sizes
@@ -71,15 +72,3 @@ class SRe2LBatches:
                 index, lam = to_device(np.asarray(step.mix.partner, np.int64), dev), float(step.mix.lam)
                 box = [int(v) for v in step.mix.box]
             yield [(step.images, target, flips, coords), index, lam, box, step.logits]
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.loader.set_epoch(epoch)
-
-    def state_dict(self) -> dict:
-        return self.loader.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.loader.load_state_dict(state)

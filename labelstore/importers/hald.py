@@ -63,8 +63,9 @@ class HALDReader(SRe2LReader):
         # the user or an order file says otherwise (then they must agree)
         order_file = self._order_file(order, order_from)
         N, how_n = B * (len(batches) - 1) + last.shape[0], f"the batches of {self._paths[first].name}"
-        if num_images is not None or order_file is not None:
-            N_given, how_n = self._count_images(num_images, order_file, {first: {0: None}}, B)
+        given = self._given_count(num_images, order_file)
+        if given is not None:
+            N_given, how_n = given
             if -(-N_given // B) != len(batches) or last.shape[0] != N_given - B * (len(batches) - 1):
                 raise LabelStoreError(f"{self._paths[first]} holds {len(batches)} batches for {N} images, but {how_n} "
                                       f"says {N_given} images; pair the labels with their own image set or order file")

@@ -44,6 +44,8 @@ class SRe2LReader(SourceReader):
     ``skip_bad``, left out and reported (the image count never changes).
     """
 
+    _pool_note: str | None = None  # set by _presence when the last epoch is an LPLD pool's partial one
+
     def __init__(self, path: Path, *, layout: str = "sre2l", image_size=224, order: str = "auto",
                  order_from: Path | None = None, skip_bad: bool = False, allow_pickle: bool = False,
                  num_images: int | None = None, log=print):
@@ -120,13 +122,20 @@ class SRe2LReader(SourceReader):
         lpld_json = self.root / LPLD_ORDERS
         return lpld_json if order == "auto" and lpld_json.is_file() else None
 
-    def _count_images(self, num_images, order_file, found, B) -> tuple[int, str]:
-        """(N, how it is known). Refuses when the files cannot prove it."""
-        top = max(max(files) for files in found.values())
+    def _given_count(self, num_images, order_file) -> tuple[int, str] | None:
+        """(N, how it is known) when the user or a complete order file says it, else None."""
         if num_images is not None:
             return int(num_images), "given (--num-images / --images)"
         if order_file is not None:
             return _orders.num_images_in(order_file, self.root), f"the length of the orders in {order_file.name}"
+        return None
+
+    def _count_images(self, num_images, order_file, found, B) -> tuple[int, str]:
+        """(N, how it is known). Refuses when the files cannot prove it."""
+        given = self._given_count(num_images, order_file)
+        if given is not None:
+            return given
+        top = max(max(files) for files in found.values())
         for e in sorted(found):  # a short batch at the highest index proves where every epoch ends
             if top in found[e]:
                 try:
@@ -159,7 +168,6 @@ class SRe2LReader(SourceReader):
             self._pool_note = (f"epoch {epochs[-1]} is partial: batches 0..{len(last) - 1} of {nb} "
                                "(the last epoch of an LPLD label pool); stored as a partial epoch")
             return present
-        self._pool_note = None
         for e in epochs:
             missing = sorted(set(range(nb)) - set(present[e]))
             if missing:
@@ -174,7 +182,7 @@ class SRe2LReader(SourceReader):
             return _orders.load_orders(order_file, N, epochs, self.root), how
         if order == "auto" and self.layout == "lpld":
             raise LabelStoreError(f"{self.root}: LPLD folders carry {LPLD_ORDERS}; it is missing (pass --order-from FILE)")
-        if order == "auto" and getattr(self, "_pool_note", None):
+        if order == "auto" and self._pool_note:
             raise LabelStoreError(
                 f"{self.root} ends in a partial epoch, as LPLD's pruned label pools do, but has no {LPLD_ORDERS}: "
                 "LPLD's orders cannot be re-created (re-creating SRe2L's RandomSampler(seed 42) gave a wrong order for "
