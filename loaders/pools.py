@@ -35,11 +35,12 @@ class LabelPool:
         Draws index into that list, so complete files draw exactly as before.
         """
         nb, S = int(num_batches), int(stored_epochs)
-        if stored is None:
-            stored = np.stack(np.divmod(np.arange(S * nb, dtype=np.int64), nb), 1)
-        stored = np.asarray(stored, np.int64).reshape(-1, 2)
+        if stored is not None:
+            stored = np.asarray(stored, np.int64).reshape(-1, 2)
         if self.policy == "cycle":
             e = k % S
+            if stored is None:
+                return np.stack([np.full(nb, e), np.arange(nb)], 1).astype(np.int64)
             rows = stored[stored[:, 0] == e]
             if len(rows) != nb:
                 raise LabelStoreError(
@@ -47,7 +48,7 @@ class LabelPool:
                     "batches (a partial epoch, as LPLD's label pools end in); use pool='replacement' (LPLD) or "
                     "'without_replacement' (HALD), which draw from exactly the stored batches")
             return rows
-        P = len(stored)
+        P = S * nb if stored is None else len(stored)
         if self.policy == "replacement":
             flat = np.random.default_rng([seed, _POOL_STREAM, 0, k]).integers(0, P, size=nb)
         else:  # the bag: concatenated shuffles of all P stored batches; epoch k takes [k nb, (k+1) nb)
@@ -56,7 +57,8 @@ class LabelPool:
             for r in np.unique(pos // P):
                 sel = pos // P == r
                 flat[sel] = np.random.default_rng([seed, _POOL_STREAM, 1, int(r)]).permutation(P)[pos[sel] % P]
-        return stored[flat]
+        # complete epochs: flat index e * nb + b, with no table of all stored batches built per epoch
+        return np.stack(np.divmod(flat, nb), 1).astype(np.int64) if stored is None else stored[flat]
 
     def __str__(self) -> str:
         return self.policy
