@@ -169,13 +169,14 @@ def build_labels(cfg: DemoConfig, out: Path, teacher: Path, images: Path, times:
 def train_student(cfg: DemoConfig, out: Path, sched: str, images: Path, lab: dict[str, Any], times: dict[str, Any],
                   progress: bool) -> dict[str, Any]:
     """4. One student on schedule `sched` (reused when built with these settings); returns its table row."""
-    from distill.train import TrainConfig, train
+    from distill.train import TrainConfig, resolve_recipe, train
     from loaders import parse_schedule
 
     tc = TrainConfig(images=str(images), labels=str(lab["labels"]), out_dir=str(out / "students" / schedule_slug(sched)),
                      model=cfg.student_model, schedule=sched, epochs=cfg.student_epochs,
                      temperature=cfg.temperature, test_subset=cfg.test_subset, seed=cfg.seed, device=cfg.device,
                      threads=cfg.threads)
+    tc = resolve_recipe(tc)[0]  # what train records: every setting the recipe fills in
     ckpt = Path(tc.out_dir) / "student.pt"
     _stage(f"student: schedule '{sched}', {cfg.student_epochs} epochs")
     if _cached(ckpt, tc, cfg.force or _rebuilt(times), lab["labels"]) and read_config(ckpt).get("test_acc") is not None:

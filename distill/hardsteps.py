@@ -61,6 +61,10 @@ class HardSteps:
     def __len__(self) -> int:
         return len(self._mine())
 
+    def total_steps(self) -> int:
+        """Steps over all epochs (every epoch has the same batches)."""
+        return len(self) * self.epochs
+
     def __iter__(self) -> Iterator[Step]:
         epoch, bs = self.epoch, self.batch_size
         order = draw_order(self.seed, epoch, self.num_images)

@@ -1,10 +1,11 @@
 """`distill train`: a student from scratch on distilled images and their stored labels.
 
 Any schedule of `loaders.schedules` (`hald`, `soft`, `hard`, `soft:75,hard:150,soft:75`,
-`...|drift`, `blend:...`) through `loaders.ReplayLoader`; the defaults are the papers'
-(AdamW lr 1e-3, cosine per step, KL at the KD temperature T=4 for Fashion-MNIST — T=20 is the
-ImageNet default —, label smoothing 0.1 and CutMix in hard steps, HALD's label pool without
-replacement). An all-hard schedule needs no label file (`distill.hardsteps`). The student is
+`...|drift`, `...|correct`, `blend:...`) through `loaders.ReplayLoader`, under a recipe
+(`distill.recipes`): `labelstore` by default (AdamW lr 1e-3, cosine per step, KL at the KD
+temperature T=4 times T^2 for Fashion-MNIST, label smoothing 0.1 and CutMix in hard steps,
+HALD's label pool without replacement), or a paper's own (`--recipe hald | sre2l | cvdd`);
+a setting given explicitly overrides the recipe's, and the resolved recipe is recorded. An all-hard schedule needs no label file (`distill.hardsteps`). The student is
 tested on the real data set recorded with its inputs (label file, else images config) — its
 test split, or the validation part squeeze held out —, or on `--test-data`, which must fit that
 data set; every epoch is a row of `metrics.csv`; `last.pt` holds what a resumed run needs; the
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,8 @@ from distill.inputs import (canonical_spec, check_fits_record, data_record, defa
                             images_record, match_channels, open_test_set)
 from distill.metrics import accuracy
 from distill.models import build_model, save_checkpoint
-from distill.optim import cosine_lr, set_lr
+from distill.optim import param_groups, set_lr
+from distill.recipes import RECIPE_FIELDS, Recipe, get_recipe, lr_at
 from distill.tables import write_csv
 from labelstore import CropPolicy, LabelFile, MixPolicy
 from labelstore.errors import LabelStoreError
@@ -55,13 +57,16 @@ class TrainConfig:
     model: str = "convnet"
     schedule: str = "hald"
     epochs: int = 300
-    pool: str = "without_replacement"  # how stored batches are reused (HALD); cycle | replacement
-    # the KD temperature: soft steps' KL at T (--kd-temperature; Fashion-MNIST; T=20 is the ImageNet default)
-    temperature: float = 4.0
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    label_smoothing: float = 0.1
-    hard_mix: str = "cutmix"  # mixing in hard steps: cutmix | mixup | none
+    recipe: str = "labelstore"  # distill.recipes: labelstore | hald | sre2l | cvdd; None below = the recipe's
+    # how stored batches are reused: without_replacement (HALD) | without_replacement_per_phase | cycle | replacement
+    pool: str | None = None
+    # the KD temperature: soft steps' KL at T (--kd-temperature; labelstore: 4 for Fashion-MNIST, the papers' 20)
+    temperature: float | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    label_smoothing: float | None = None
+    hard_mix: str | None = None  # mixing in hard steps: cutmix | mixup | none
+    hard_batch_size: int | None = None  # batch size of all-hard epochs (HALD's 16); the recipe's, else the soft one
     backend: str = "torch"  # torch (TorchBackend, no workers: fastest for 100 small images) | ffcv
     # real test set; None: the data set recorded with the labels / images; "none": no testing
     test_data: str | None = None
@@ -80,6 +85,14 @@ class TrainConfig:
 
 DEFAULT_LABELS = "runs/relabel/labels.h5"  # relabel's default output
 HARD_BATCH_SIZE = 100  # relabel's default batch size, so a hard student batches as a relabelled one would
+
+
+def resolve_recipe(cfg: TrainConfig) -> tuple[TrainConfig, Recipe]:
+    """`cfg` with every setting it leaves to the recipe filled in, and the recipe as it will run."""
+    recipe = get_recipe(cfg.recipe)
+    given = {k: getattr(cfg, k) for k in RECIPE_FIELDS if getattr(cfg, k) is not None}
+    filled = {k: getattr(recipe, k) for k in RECIPE_FIELDS}
+    return replace(cfg, **{**filled, **given}), replace(recipe, **given)
 
 
 def input_settings(labels: LabelFile | None, ds: ImageDataset) -> dict[str, Any]:
@@ -142,7 +155,8 @@ class RunState:
 class Run:
     """One training run as `build` makes it: the inputs, the student, the optimiser, the state."""
 
-    cfg: TrainConfig
+    cfg: TrainConfig  # resolved: no setting left to the recipe
+    recipe: Recipe  # the recipe as run (explicit settings applied)
     ctx: DistContext
     ds: ImageDataset
     labels: LabelFile | None  # None: an all-hard schedule without a label file
@@ -176,7 +190,7 @@ class Run:
 
     def config_extra(self) -> dict[str, Any]:
         """What the configs beside student.pt record besides `cfg`."""
-        return dict(schedule=str(self.loader.schedule), label_bytes=self.label_bytes,
+        return dict(schedule=str(self.loader.schedule), recipe_settings=self.recipe.as_dict(), label_bytes=self.label_bytes,
                     stored_epochs=self.stored_epochs, batch_size=self.loader.batch_size, input=self.input,
                     labels=self.label_path, data=self.record, eval_split=self.split)
 
@@ -191,18 +205,20 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     with distributed(cfg.device) as ctx:
         progress = progress and ctx.is_main
         run = build(cfg, ctx)
+        cfg = run.cfg  # resolved
         net = wrap_ddp(run.model, ctx)  # what the steps run; checkpoints hold the model itself
-        total = len(run.loader) * cfg.epochs
+        total = run.loader.total_steps()
         end = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, run.state.epoch + int(cfg.stop_after))
         t0 = time.time() - run.state.seconds
         bar = tqdm(range(run.state.epoch, end), desc=f"train {run.loader.schedule}", disable=not progress,
                    initial=run.state.epoch, total=cfg.epochs)
         for epoch in bar:
-            stats = train_one_epoch(net, run.loader, run.opt, epoch, run.state.step, total, cfg.lr)
+            lr_of = lambda step, e=epoch: lr_at(run.recipe, cfg.lr, e, cfg.epochs, step, total)  # noqa: E731
+            stats = train_one_epoch(net, run.loader, run.opt, epoch, run.state.step, lr_of)
             run.state.epoch, run.state.step = epoch + 1, stats.step
             if ctx.active:  # metrics over all ranks; BN running statistics made rank 0's everywhere
-                stats.loss_sum, stats.n, stats.gated, stats.seen = all_reduce_sum(
-                    [stats.loss_sum, stats.n, stats.gated, stats.seen], ctx.device)
+                stats.loss_sum, stats.n, stats.gated, stats.seen, stats.corrected, stats.soft_seen = all_reduce_sum(
+                    [stats.loss_sum, stats.n, stats.gated, stats.seen, stats.corrected, stats.soft_seen], ctx.device)
                 sync_buffers(run.model)
             test_acc = evaluate_student(run, epoch)
             run.state.rows.append(stats.row(epoch, run.acc_key, test_acc, time.time() - t0))
@@ -222,6 +238,7 @@ def build(cfg: TrainConfig, ctx: DistContext) -> Run:
     """Everything a run needs before its first step: the images and labels (or hard steps), the
     test set, the student and its optimiser, the state resumed from last.pt (with --resume),
     and the config written beside student.pt (rank 0)."""
+    cfg, recipe = resolve_recipe(cfg)
     device = ctx.device
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -245,6 +262,7 @@ def build(cfg: TrainConfig, ctx: DistContext) -> Run:
         side = int(labels.crop_policy.size[0])
         loader = ReplayLoader(labels, backend, cfg.schedule, temperature=cfg.temperature, pool=cfg.pool,
                               batch_size=cfg.batch_size, labels_of_images=ds.labels,
+                              hard_batch_size=cfg.hard_batch_size, kd_t_squared=recipe.kd_t_squared,
                               allow_pixel_mismatch=cfg.allow_pixel_mismatch, **shared)  # shards by rank itself
         record = (labels.user_attrs.get("relabel") or {}).get("data") or images_record(cfg.images)
     else:  # all hard: fresh crops drawn as relabel would draw them for these images, no label file
@@ -252,19 +270,19 @@ def build(cfg: TrainConfig, ctx: DistContext) -> Run:
         flip = img_cfg.get("flip", True)  # recover records the teachers' flip rule
         crop = CropPolicy(size=(side, side), scale=default_crop_scale(side), flip_prob=0.5 if flip else 0.0)
         loader = HardSteps(backend, ds.labels, ds.num_classes, parse_schedule(cfg.schedule), crop=crop,
-                           batch_size=cfg.batch_size or HARD_BATCH_SIZE, **shared)
+                           batch_size=cfg.hard_batch_size or cfg.batch_size or HARD_BATCH_SIZE, **shared)
         record = img_cfg.get("data")
     # every rank resolves (and so refuses) the test set alike; only rank 0 scores the student
     test, split = test_set_for(cfg.test_data, record, ds, cfg.images, in_ch, cfg.test_subset, cfg.seed)
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, ds.num_classes, in_ch, side).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay, recipe.decay_1d), lr=cfg.lr)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # what the student learned from: an all-hard schedule reads no stored label, whatever file it was given
     label_bytes = 0 if all_hard else Path(label_path).stat().st_size
-    run = Run(cfg, ctx, ds, labels, label_path, loader, inp, in_ch, side, record, test if ctx.is_main else None,
+    run = Run(cfg, recipe, ctx, ds, labels, label_path, loader, inp, in_ch, side, record, test if ctx.is_main else None,
               split, label_bytes, labels.num_epochs if labels is not None else 0, model, opt, out,
               _resume_key(cfg, getattr(backend, "fingerprint", None), label_bytes), RunState())
     if cfg.resume and run.last.exists():
@@ -287,23 +305,26 @@ class EpochStats:
     kinds: dict[str, int] = field(default_factory=dict)  # steps per kind (soft, hard, blend, ...)
     gated: int = 0  # records whose soft label the drift gate replaced
     seen: int = 0  # records of gated steps
+    corrected: int = 0  # records whose stored label was corrected (|correct)
+    soft_seen: int = 0  # records of correcting steps
 
     def row(self, epoch: int, acc_key: str, acc: float | None, seconds: float) -> dict[str, Any]:
         """The epoch's row of metrics.csv."""
         return {"epoch": epoch + 1, "kind": "+".join(sorted(self.kinds)), "steps": self.step,
                 "loss": self.loss_sum / max(self.n, 1), "lr": self.lr,
-                "drift_gated": self.gated / self.seen if self.seen else "", acc_key: "" if acc is None else acc,
+                "drift_gated": self.gated / self.seen if self.seen else "",
+                "corrected": self.corrected / self.soft_seen if self.soft_seen else "", acc_key: "" if acc is None else acc,
                 "seconds": round(seconds, 2)}
 
 
-def train_one_epoch(net: torch.nn.Module, loader, opt: torch.optim.Optimizer, epoch: int, step: int, total: int,
-                    base_lr: float) -> EpochStats:
-    """Every step of `epoch` from `loader`, at the cosine learning rate of its global step."""
+def train_one_epoch(net: torch.nn.Module, loader, opt: torch.optim.Optimizer, epoch: int, step: int,
+                    lr_of) -> EpochStats:
+    """Every step of `epoch` from `loader`, at the learning rate `lr_of(global step)`."""
     net.train()
     loader.set_epoch(epoch)
-    stats = EpochStats(step=step, lr=cosine_lr(step, total, base_lr))
+    stats = EpochStats(step=step, lr=lr_of(step))
     for st in loader:
-        stats.lr = cosine_lr(stats.step, total, base_lr)
+        stats.lr = lr_of(stats.step)
         set_lr(opt, stats.lr)
         loss = st.loss(net(st.images))
         opt.zero_grad(set_to_none=True)
@@ -316,6 +337,9 @@ def train_one_epoch(net: torch.nn.Module, loader, opt: torch.optim.Optimizer, ep
         if st.gated is not None:
             stats.gated += int(st.gated.sum())
             stats.seen += len(st)
+        if getattr(st, "corrected", None) is not None:
+            stats.corrected += int(st.corrected.sum())
+            stats.soft_seen += len(st)
     return stats
 
 

@@ -19,10 +19,13 @@ def kd_loss(
     teacher_probs: torch.Tensor | None = None,
     temperature: float = 4.0,
     reduction: str = "batchmean",
+    t_squared: bool = True,
 ) -> torch.Tensor:
     """``KL(softmax(t/T) || softmax(s/T)) * T**2``; pass stored logits or probabilities at T.
 
     ``reduction``: ``"batchmean"`` (sum over classes, mean over records) or ``"none"`` (per record).
+    ``t_squared=False`` leaves out Hinton's ``T**2`` (HALD's and SRe2L's scripts call
+    ``KLDivLoss(reduction='batchmean')`` without it): the same direction, gradients ``1/T**2`` as large.
     """
     if temperature <= 0:
         raise LabelStoreError(f"temperature must be positive, got {temperature}")
@@ -37,7 +40,8 @@ def kd_loss(
     else:
         p = teacher_probs.float()
         per = (torch.xlogy(p, p) - p * log_q).sum(-1)  # 0 log 0 = 0
-    per = per * (temperature * temperature)
+    if t_squared:
+        per = per * (temperature * temperature)
     return _reduce(per, reduction)
 
 

@@ -3,7 +3,7 @@
 ``for x, y in loader.pairs(): loss = criterion(model(x), y)`` works for soft, hard and blend
 steps alike because the step travels in ``y``: a :class:`StepTargets` holds, per record, the
 targets plus what the loss needs — the stored logits, the hard targets, the soft-loss weight
-(1 soft, 0 hard, w blend), the drift gate and the temperature — and the kind's name. Every
+(1 soft, 0 hard, w blend), the drift gate, the temperature and the KL's scale — and the kind's name. Every
 field is per record, so a ``DataLoader``'s default collate builds it from single records
 (``loaders.torch_data``) and ``.to(device)`` moves it as Lightning and Accelerate move batches.
 """
@@ -36,6 +36,7 @@ class StepTargets(NamedTuple):
     soft_weight: torch.Tensor  # (n,) float32: weight of the KD term (1 soft, 0 hard, w blend)
     gate: torch.Tensor  # (n,) float32: drift gate * beta (0 where not gated)
     temperature: torch.Tensor  # (n,) float32
+    kd_scale: torch.Tensor  # (n,) float32: T**2, or 1 where the KL goes without it (kd_t_squared=False)
     kind: tuple  # n strings
 
     @classmethod
@@ -45,10 +46,11 @@ class StepTargets(NamedTuple):
         soft_weight = 0.0 if step.kind == HARD else float(step.weight)
         gate = (step.gated.float() * step.drift_beta if step.gated is not None
                 else torch.zeros(n, device=dev))
+        T = float(step.temperature)
         return cls(step.targets, none if step.logits is None else step.logits,
                    none if step.hard_targets is None else step.hard_targets,
-                   torch.full((n,), soft_weight, device=dev), gate, torch.full((n,), float(step.temperature), device=dev),
-                   (step.kind,) * n)
+                   torch.full((n,), soft_weight, device=dev), gate, torch.full((n,), T, device=dev),
+                   torch.full((n,), T * T if step.kd_t_squared else 1.0, device=dev), (step.kind,) * n)
 
     @property
     def step_kind(self) -> str:
@@ -65,7 +67,7 @@ class StepTargets(NamedTuple):
             return ce.mean()
         T = self.temperature.float()[:, None]
         log_p = F.log_softmax(self.logits.float() / T, dim=-1)
-        kd = (log_p.exp() * (log_p - F.log_softmax(s / T, dim=-1))).sum(-1) * (T[:, 0] * T[:, 0])
+        kd = (log_p.exp() * (log_p - F.log_softmax(s / T, dim=-1))).sum(-1) * self.kd_scale.float()
         g, w = self.gate.float(), self.soft_weight.float()
         return (w * ((1.0 - g) * kd + g * ce) + (1.0 - w) * ce).mean()
 

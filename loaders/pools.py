@@ -1,9 +1,11 @@
 """Label pools: which stored batches a training epoch replays when fewer epochs are stored than trained.
 
 ``cycle`` (label epoch k uses stored epoch k mod S), ``replacement`` (LPLD: each epoch draws
-its batches from all stored batches with replacement) or ``without_replacement`` (HALD: a
-shuffled bag of all stored batches, refilled when empty). Draws are seeded and reproducible,
-and come from exactly the batches the file stores (a partial last epoch included).
+its batches from all stored batches with replacement), ``without_replacement`` (HALD: a
+shuffled bag of all stored batches, refilled when empty) or ``without_replacement_per_phase``
+(the same bag, emptied at the start of every soft phase, as HALD's ``train_fkd.py`` does).
+Draws are seeded and reproducible, and come from exactly the batches the file stores (a
+partial last epoch included).
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import numpy as np
 from labelstore import LabelStoreError
 
 _POOL_STREAM = 0x504F4F4C  # "POOL": keeps pool draws apart from any other use of the seed
-POOL_POLICIES = ("cycle", "replacement", "without_replacement")
+POOL_POLICIES = ("cycle", "replacement", "without_replacement", "without_replacement_per_phase")
 
 
 @dataclass(frozen=True)
@@ -27,8 +29,15 @@ class LabelPool:
         if self.policy not in POOL_POLICIES:
             raise LabelStoreError(f"unknown pool policy {self.policy!r}; use one of {', '.join(POOL_POLICIES)}")
 
-    def assign(self, k: int, num_batches: int, stored_epochs: int, seed: int, stored: np.ndarray | None = None) -> np.ndarray:
-        """``(num_batches, 2)`` int64 rows of (stored epoch, stored batch) for label epoch ``k``.
+    @property
+    def per_phase(self) -> bool:
+        """True when each soft phase starts a fresh bag (``k`` then counts label epochs within the phase)."""
+        return self.policy == "without_replacement_per_phase"
+
+    def assign(self, k: int, num_batches: int, stored_epochs: int, seed: int, stored: np.ndarray | None = None,
+               phase: int = 0) -> np.ndarray:
+        """``(num_batches, 2)`` int64 rows of (stored epoch, stored batch) for label epoch ``k``
+        (of soft phase ``phase``, for the per-phase bag).
 
         ``stored``: the ``(P, 2)`` (epoch, batch) rows the file holds (``LabelFile.stored_batches()``),
         when some epoch is partial; default every batch of ``stored_epochs`` complete epochs.
@@ -56,7 +65,8 @@ class LabelPool:
             flat = np.empty(nb, np.int64)
             for r in np.unique(pos // P):
                 sel = pos // P == r
-                flat[sel] = np.random.default_rng([seed, _POOL_STREAM, 1, int(r)]).permutation(P)[pos[sel] % P]
+                key = [seed, _POOL_STREAM, 2, int(phase), int(r)] if self.per_phase else [seed, _POOL_STREAM, 1, int(r)]
+                flat[sel] = np.random.default_rng(key).permutation(P)[pos[sel] % P]
         # complete epochs: flat index e * nb + b, with no table of all stored batches built per epoch
         return np.stack(np.divmod(flat, nb), 1).astype(np.int64) if stored is None else stored[flat]
 

@@ -18,6 +18,7 @@ from labelstore import CropPolicy, LabelFile, LabelStoreError, Mix, MixPolicy, d
 from ._transfer import Prefetch, pinned, to_device
 from .backend import CropBatch, PixelBackend
 from .contract import check_replay, dtype_of, pixel_settings
+from .correct import correct_logits
 from .distributed import resolve_rank, shard_batches
 from .losses import smooth_one_hot
 from .mixing import mix_targets, to_model_input
@@ -62,6 +63,11 @@ class ReplayLoader:
     indices and pixels from CPU backends travel through pinned memory with ``non_blocking``
     copies, so building a step never waits for the step before it to finish training.
     ``state_dict()`` / ``load_state_dict()`` resume mid-epoch with the same steps.
+
+    ``hard_batch_size``: the batch size of epochs without a soft step (HALD's
+    ``--hard-batch-size``: a shuffled pass over every image in batches of its own size);
+    default the stored batch size. ``kd_t_squared=False`` drops Hinton's ``T**2`` from the soft
+    steps' KL (HALD's and SRe2L's ``KLDivLoss(reduction='batchmean')``).
     """
 
     def __init__(
@@ -90,6 +96,8 @@ class ReplayLoader:
         world_size: int | None = None,
         segment: int = 64,
         label_prefetch: int | None = None,
+        hard_batch_size: int | None = None,
+        kd_t_squared: bool = True,
     ):
         self.labels = labels if isinstance(labels, LabelFile) else LabelFile(labels)
         self.backend = backend
@@ -99,6 +107,7 @@ class ReplayLoader:
         if temperature <= 0:
             raise LabelStoreError(f"temperature must be positive, got {temperature}")
         self.temperature = float(temperature)
+        self.kd_t_squared = bool(kd_t_squared)
         rec = self.labels.pixels or {}
         mean = rec.get("mean", IMAGENET_MEAN) if mean is None else mean
         std = rec.get("std", IMAGENET_STD) if std is None else std
@@ -127,9 +136,16 @@ class ReplayLoader:
         self._check_images()
         self.batch_size = self._resolve_batch_size(batch_size)
         self.num_batches = -(-self.num_images // self.batch_size)
+        if hard_batch_size is not None and int(hard_batch_size) < 1:
+            raise LabelStoreError(f"hard_batch_size must be positive, got {hard_batch_size}")
+        self.hard_batch_size = int(hard_batch_size or self.batch_size)
         self.class_labels = self._resolve_class_labels(labels_of_images)
         uses = [self.schedule.epoch_uses_labels(e, self.epochs) for e in range(self.epochs)]
         self._label_epoch = np.cumsum(uses) - 1  # k of each label-replaying epoch
+        # the soft phase of each epoch (a run of label-replaying epochs) and its k within that phase:
+        # the per-phase pool starts a fresh bag at each phase, as HALD's train_fkd.py does
+        starts = [e for e in range(self.epochs) if uses[e] and (e == 0 or not uses[e - 1])]
+        self._phase = np.searchsorted(starts, np.arange(self.epochs), side="right") - 1
         self._uses = uses
         self._check_pool(sum(uses))
         self._hard_order: tuple[int, np.ndarray | None] = (-1, None)
@@ -211,7 +227,7 @@ class ReplayLoader:
     def plan_settings(self) -> dict[str, Any]:
         """Everything the steps depend on; a saved position only applies to a loader with the same."""
         return dict(schedule=str(self.schedule), epochs=self.epochs, seed=self.seed, batch_size=self.batch_size,
-                    pool=str(self.pool), rank=self.rank, world_size=self.world_size,
+                    hard_batch_size=self.hard_batch_size, pool=str(self.pool), rank=self.rank, world_size=self.world_size,
                     labels_crc32=int(self.labels.file_crc32), num_images=self.num_images)
 
     def state_dict(self) -> dict[str, Any]:
@@ -225,7 +241,7 @@ class ReplayLoader:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue where ``state`` (from ``state_dict``) left off, mid-epoch included."""
-        self.epoch, step = resume_position(state, self.plan_settings(), self.epochs, lambda e: len(self._mine(e)))
+        self.epoch, step = resume_position(state, self.plan_settings(), self.epochs, lambda e: len(self.shard_plan(e)))
         self._resume = (self.epoch, step) if step else None
         self._done = (self.epoch, step)
 
@@ -235,56 +251,73 @@ class ReplayLoader:
         self._resume = None
         return start
 
-    def _size(self, b: int) -> int:
-        return min(self.batch_size, self.num_images - b * self.batch_size)
+    def epoch_batch_size(self, epoch: int) -> int:
+        """The batch size of ``epoch``: the stored one, or ``hard_batch_size`` in an all-hard epoch."""
+        return self.batch_size if self._uses[epoch] else self.hard_batch_size
 
     def plan(self, epoch: int) -> list[PlannedBatch]:
         """Every batch of ``epoch`` (all ranks): its StepPlan and the stored batch it replays."""
         if not 0 <= int(epoch) < self.epochs:
             raise LabelStoreError(f"epoch {epoch} is out of range: training runs epochs 0..{self.epochs - 1}")
         assign = None
+        bs = self.epoch_batch_size(epoch)
+        nb = -(-self.num_images // bs)
         if self._uses[epoch]:
             k = int(self._label_epoch[epoch])
             if self.pool is None:
-                assign = np.stack([np.full(self.num_batches, k), np.arange(self.num_batches)], 1)
+                assign = np.stack([np.full(nb, k), np.arange(nb)], 1)
+            elif self.pool.per_phase:
+                phase = int(self._phase[epoch])
+                first = int(np.flatnonzero(self._phase == phase)[0])
+                assign = self.pool.assign(k - int(self._label_epoch[first]), nb, self.labels.num_epochs, self.seed,
+                                          self._stored, phase=phase)
             else:
-                assign = self.pool.assign(k, self.num_batches, self.labels.num_epochs, self.seed, self._stored)
+                assign = self.pool.assign(k, nb, self.labels.num_epochs, self.seed, self._stored)
         out = []
-        for b in range(self.num_batches):
+        for b in range(nb):
             sp = self.schedule.step(epoch, b, self.epochs)
             stored = (int(assign[b, 0]), int(assign[b, 1])) if sp.uses_labels else None
-            out.append(PlannedBatch(b, sp, stored, self._size(stored[1] if stored else b)))
+            start = (stored[1] if stored else b) * bs
+            out.append(PlannedBatch(b, sp, stored, min(bs, self.num_images - start)))
         return out
 
-    def _mine(self, epoch: int) -> list[tuple[PlannedBatch, slice | None]]:
+    def shard_plan(self, epoch: int) -> list[tuple[PlannedBatch, slice | None]]:
+        """This rank's batches of ``epoch``: ``(planned batch, rows of it)`` (``None``: all rows)."""
         items = self.plan(epoch)
         return [(items[b], part) for b, part in shard_batches([it.size for it in items], self.rank, self.world_size)]
 
     def __len__(self) -> int:
-        """Steps this rank yields in one epoch."""
-        return len(self._mine(min(self.epoch, self.epochs - 1)))
+        """Steps this rank yields in the current epoch (epochs differ with a ``hard_batch_size``)."""
+        return len(self.shard_plan(min(self.epoch, self.epochs - 1)))
+
+    def total_steps(self) -> int:
+        """Steps this rank yields over all epochs (what a per-step learning-rate schedule spans)."""
+        if self.hard_batch_size == self.batch_size:
+            return len(self.shard_plan(0)) * self.epochs
+        per = {u: len(self.shard_plan(self._uses.index(u))) for u in set(self._uses)}
+        return sum(per[u] for u in self._uses)
 
     # -- iteration ----------------------------------------------------------------------
     def __iter__(self) -> Iterator[Step]:
-        return self._iterate()
+        return self.iter_steps()
 
-    def _iterate(self, apply_mix: bool = True) -> Iterator[Step]:
+    def iter_steps(self, apply_mix: bool = True) -> Iterator[Step]:
         """The steps of the current epoch; ``apply_mix=False`` leaves the images unmixed (for loops
         that apply the step's ``mix`` themselves, as SRe2L's scripts do)."""
         if self.epoch >= self.epochs:
             raise LabelStoreError(f"all {self.epochs} epochs have been iterated; call set_epoch(e) to run one again")
         epoch = self.epoch
-        todo = list(enumerate(self._mine(epoch)))[self._start(epoch):]
+        todo = list(enumerate(self.shard_plan(epoch)))[self._start(epoch):]
         labels = Prefetch(self._host_logits, [item.stored for _, (item, _) in todo], self.label_prefetch)
         try:
             for size, seg in self._segments(todo):
                 # crop records for a segment, then its pixels in one backend call (prefetched by the
                 # backend); the labels are read and decoded ahead in the label thread
-                seg = [(i, item, part, self._source(epoch, item)) for i, (item, part) in seg]
+                seg = [(i, item, part, self.crop_source(epoch, item)) for i, (item, part) in seg]
                 pixels = self.backend.iter_batches([src[0] for *_, src in seg], size)
                 try:  # the generator goes first in zip, so it runs to its end (and a backend releases its pass)
                     for px, (i, item, part, (crop, mix)) in zip(pixels, seg):
-                        step = self._step(epoch, item, part, crop, mix, px, labels.next(), apply_mix)
+                        step = self.make_step(epoch, item, part, crop, mix, px, labels.next(), apply_mix)
                         self._done = (epoch, i + 1)
                         yield step
                 finally:  # also when the caller stops early
@@ -313,12 +346,13 @@ class ReplayLoader:
             return None
         return pinned(torch.from_numpy(self.labels.read_logits(*stored)), self.device)
 
-    def _source(self, epoch: int, item: PlannedBatch) -> tuple[CropBatch, Mix | None]:
+    # -- building blocks of a step (also used by loaders.torch_data's per-record route) ------
+    def crop_source(self, epoch: int, item: PlannedBatch) -> tuple[CropBatch, Mix | None]:
         """Crop records and mix of a planned batch (stored ones without decoding their labels)."""
         if item.stored is not None:
             batch = self.labels.read_crops(*item.stored)
             return CropBatch(batch.indices, batch.boxes, batch.flips), batch.mix
-        b, bs = item.batch, self.batch_size
+        b, bs = item.batch, self.epoch_batch_size(epoch)
         if self._hard_order[0] != epoch:  # one O(N log N) draw per epoch, not per batch
             self._hard_order = (epoch, draw_order(self.hard_seed, epoch, self.num_images))
         idx = self._hard_order[1][b * bs : (b + 1) * bs]
@@ -326,8 +360,8 @@ class ReplayLoader:
         mix = draw_mix(self.hard_mix, self.hard_crop.size, self.hard_seed, epoch, b, len(idx))
         return CropBatch(idx, boxes, flips), mix
 
-    def _step(self, epoch, item: PlannedBatch, part, crop: CropBatch, mix, pixels, logits, apply_mix=True,
-              device: torch.device | None = None) -> Step:
+    def make_step(self, epoch, item: PlannedBatch, part, crop: CropBatch, mix, pixels, logits, apply_mix=True,
+                  device: torch.device | None = None) -> Step:
         """One step from its crop records' pixels and its stored logits: device work only, no host waits."""
         dev = self.device if device is None else device
         images = to_model_input(pixels, mix if apply_mix else None, **{**self.input_kw, "device": dev})
@@ -338,9 +372,14 @@ class ReplayLoader:
         kind, sp = item.plan.kind, item.plan
         step = Step(images, hard if kind == HARD else None, kind, epoch, item.batch, sp.weight, self.temperature,
                     np.asarray(crop.indices), labels=labels, hard_targets=hard, stored=item.stored, mix=mix,
-                    crops=crop)
+                    crops=crop, kd_t_squared=self.kd_t_squared)
         if kind != HARD:  # targets = softmax(logits / T) is computed only if read (Step.targets)
             step.logits = to_device(logits, dev)
+            if sp.correct is not None:
+                mode, margin = sp.correct
+                partner = None if mix is None else labels[to_device(np.asarray(mix.partner, np.int64), dev)]
+                step.logits, step.corrected = correct_logits(step.logits, labels, mode=mode, margin=margin,
+                                                             partner_labels=partner, lam=1.0 if mix is None else mix.lam)
             if sp.drift_beta is not None:
                 step.drift_beta = sp.drift_beta
                 step.gated = step.logits.argmax(-1) != labels

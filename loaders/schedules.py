@@ -14,6 +14,7 @@ and whether drift gating is on. Each schedule has a string form; ``parse_schedul
 ``ratio:hard=0.25``                    per batch: a fixed share of each epoch's batches is hard
 ``blend:w=0.7`` / ``blend:start=1,end=0,shape=cosine``   loss mix weight w(epoch) of the soft loss
 ``<any>|drift`` / ``<any>|drift:beta=0.5``   drift gating on soft steps (see :class:`DriftGated`)
+``<any>|correct`` / ``<any>|correct:mode=raise``   drifting crops' labels corrected (:class:`Corrected`)
 =====================================  =========================================================
 
 How stored batches are reused when fewer epochs are stored than trained is a label pool's
@@ -36,11 +37,13 @@ def _fmt(x: float) -> str:
 
 @dataclass(frozen=True)
 class StepPlan:
-    """What one training step is: ``kind``, the soft-loss ``weight`` (blend) and drift gating."""
+    """What one training step is: ``kind``, the soft-loss ``weight`` (blend), drift gating and
+    label correction (``(mode, margin)`` of :func:`loaders.correct.correct_logits`)."""
 
     kind: str
     weight: float = 1.0
     drift_beta: float | None = None
+    correct: tuple[str, float] | None = None
 
     @property
     def uses_labels(self) -> bool:
@@ -286,6 +289,9 @@ class DriftGated(Schedule):
     def __init__(self, base: Schedule, beta: float = 1.0):
         if isinstance(base, DriftGated):
             raise LabelStoreError("drift gating is already on")
+        if isinstance(base, Corrected):
+            raise LabelStoreError("use one of '|drift' (replace a drifting crop's label by the hard one) and "
+                                  "'|correct' (keep it, with the class made top-1), not both")
         self.base, self.beta = base, float(beta)
         if not 0.0 < self.beta <= 1.0:
             raise LabelStoreError(f"drift beta must be in (0, 1], got {beta}")
@@ -309,6 +315,46 @@ class DriftGated(Schedule):
 
     def __str__(self) -> str:
         return f"{self.base}|drift" + ("" if self.beta == 1.0 else f":beta={_fmt(self.beta)}")
+
+
+class Corrected(Schedule):
+    """Any schedule, with the stored labels of drifting crops corrected on its soft steps.
+
+    A record whose stored teacher top-1 is not the image's class keeps the teacher's
+    distribution with the class moved to the top (``mode="swap"``: the two logits trade places;
+    ``"raise"``: the class lifted just above the top-1, or by ``margin``). Needs class labels.
+    """
+
+    def __init__(self, base: Schedule, mode: str = "swap", margin: float = 0.0):
+        if isinstance(base, (Corrected, DriftGated)):
+            raise LabelStoreError("use one of '|drift' (replace a drifting crop's label by the hard one) and "
+                                  "'|correct' (keep it, with the class made top-1), not both")
+        if mode not in ("swap", "raise"):
+            raise LabelStoreError(f"correct mode must be 'swap' or 'raise', got {mode!r}")
+        if float(margin) < 0 or (mode == "swap" and float(margin) != 0):
+            raise LabelStoreError(f"correct margin must be >= 0 and is only used by mode=raise, got {margin}")
+        self.base, self.mode, self.margin = base, mode, float(margin)
+
+    def kind_of(self, epoch, epochs):
+        return self.base.kind_of(epoch, epochs)
+
+    def step(self, epoch, batch, epochs):
+        p = self.base.step(epoch, batch, epochs)
+        return StepPlan(p.kind, p.weight, None, (self.mode, self.margin) if p.uses_labels else None)
+
+    def epoch_uses_labels(self, epoch, epochs):
+        return self.base.epoch_uses_labels(epoch, epochs)
+
+    def validate(self, epochs):
+        self.base.validate(epochs)
+
+    def for_labels(self, stored_epochs):
+        base = self.base.for_labels(stored_epochs)
+        return self if base is self.base else Corrected(base, self.mode, self.margin)
+
+    def __str__(self) -> str:
+        opts = [] if self.mode == "swap" else [f"mode={self.mode}"] + ([f"margin={_fmt(self.margin)}"] if self.margin else [])
+        return f"{self.base}|correct" + (":" + ",".join(opts) if opts else "")
 
 
 def _kv(body: str, text: str) -> list[tuple[str, str]]:
@@ -371,14 +417,21 @@ def parse_schedule(text: str | Schedule) -> Schedule:
     else:
         raise LabelStoreError(
             f"unknown schedule {text!r}; use soft, hard, soft:N,hard:N,..., hald, alt:soft=N,hard=N, "
-            "ratio:hard=R or blend:w=W, optionally followed by |drift"
+            "ratio:hard=R or blend:w=W, optionally followed by |drift or |correct"
         )
     for mod in mods:
         name, _, body = mod.partition(":")
-        if name.strip() != "drift":
-            raise LabelStoreError(f"unknown schedule modifier {mod!r}; the one modifier is '|drift' or '|drift:beta=B'")
+        name = name.strip()
         kv = dict(_kv(body, text)) if body else {}
-        if set(kv) - {"beta"}:
-            raise LabelStoreError(f"'drift' takes only beta=<weight>, got {mod!r}")
-        sched = DriftGated(sched, _num(kv.get("beta", "1"), text))
+        if name == "drift":
+            if set(kv) - {"beta"}:
+                raise LabelStoreError(f"'drift' takes only beta=<weight>, got {mod!r}")
+            sched = DriftGated(sched, _num(kv.get("beta", "1"), text))
+        elif name == "correct":
+            if set(kv) - {"mode", "margin"}:
+                raise LabelStoreError(f"'correct' takes mode=swap|raise and (raise) margin=<logits>, got {mod!r}")
+            sched = Corrected(sched, kv.get("mode", "swap"), _num(kv.get("margin", "0"), text))
+        else:
+            raise LabelStoreError(f"unknown schedule modifier {mod!r}; the modifiers are '|drift[:beta=B]' and "
+                                  "'|correct[:mode=swap|raise]'")
     return sched

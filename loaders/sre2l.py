@@ -56,7 +56,7 @@ class SRe2LBatches(LoaderView):
         self._sizes = np.asarray(loader.backend.image_sizes if sizes is None else sizes)
 
     def __iter__(self) -> Iterator[list]:
-        for step in self.loader._iterate(apply_mix=False):
+        for step in self.loader.iter_steps(apply_mix=False):
             n, dev = len(step), step.images.device
             target = step.labels if step.labels is not None else torch.full((n,), -1, dtype=torch.long, device=dev)
             if step.mix is not None and len(step.mix.partner) != n:

@@ -18,7 +18,8 @@ class Step:
 
     ``targets`` (computed when first read; training needs only ``loss``): soft steps, stored
     probabilities ``softmax(logits / temperature)`` with drift-gated rows blended with their
-    hard label; hard steps, smoothed (and CutMix-mixed) one-hot targets. ``weight`` is the
+    hard label (``logits`` are already corrected on ``|correct`` steps); hard steps, smoothed
+    (and CutMix-mixed) one-hot targets. ``weight`` is the
     soft-loss weight of a blend step (1 otherwise).
     """
 
@@ -40,6 +41,8 @@ class Step:
         stored: tuple[int, int] | None = None,
         mix: Mix | None = None,
         crops: CropBatch | None = None,
+        kd_t_squared: bool = True,
+        corrected: torch.Tensor | None = None,
     ):
         self.images = images
         self._targets = targets
@@ -55,6 +58,8 @@ class Step:
         self.stored = stored  # (stored epoch, stored batch) a soft step replays
         self.mix = mix
         self.crops = crops  # the records' image ids, boxes and flips
+        self.kd_t_squared = kd_t_squared  # Hinton's T**2 on the KL (HALD's and SRe2L's scripts leave it out)
+        self.corrected = corrected  # label correction: rows whose stored top-1 was moved to their class
 
     @property
     def targets(self) -> torch.Tensor | None:
@@ -77,7 +82,8 @@ class Step:
         """The loss this step calls for, as a scalar tensor (computed in float32)."""
         if self.kind == HARD:
             return soft_cross_entropy(student_logits, self.hard_targets)
-        kd = kd_loss(student_logits, self.logits, temperature=self.temperature, reduction="none")
+        kd = kd_loss(student_logits, self.logits, temperature=self.temperature, reduction="none",
+                     t_squared=self.kd_t_squared)
         if self.gated is not None:  # no .any() check: it would sync the GPU every step
             g = self.gated.float() * self.drift_beta
             kd = (1.0 - g) * kd + g * soft_cross_entropy(student_logits, self.hard_targets, reduction="none")
@@ -90,11 +96,11 @@ class Step:
         """The same step restricted to some batch positions (a rank's part of a split batch)."""
         part = Step(self.images[rows], None if self._targets is None else self._targets[rows], self.kind, self.epoch,
                     self.batch, self.weight, self.temperature, np.asarray(self.indices)[rows], drift_beta=self.drift_beta,
-                    stored=self.stored, mix=self.mix)
+                    stored=self.stored, mix=self.mix, kd_t_squared=self.kd_t_squared)
         if self.crops is not None:
             c = self.crops
             part.crops = CropBatch(np.asarray(c.indices)[rows], np.asarray(c.boxes)[rows], np.asarray(c.flips)[rows])
-        for name in ("logits", "hard_targets", "labels", "gated"):
+        for name in ("logits", "hard_targets", "labels", "gated", "corrected"):
             v = getattr(self, name)
             setattr(part, name, None if v is None else v[rows])
         return part

@@ -58,7 +58,7 @@ class ReplayBatchSampler(Sampler):
         epoch = self.epoch
         start = self._resume[1] if self._resume is not None and self._resume[0] == epoch else 0
         self._resume = None
-        for i, (item, part) in list(enumerate(self.loader._mine(epoch)))[start:]:
+        for i, (item, part) in list(enumerate(self.loader.shard_plan(epoch)))[start:]:
             positions = range(item.size) if part is None else range(part.start, part.stop)
             self._done = (epoch, i + 1)
             yield [ReplayKey(epoch, item.batch, p) for p in positions]
@@ -66,7 +66,7 @@ class ReplayBatchSampler(Sampler):
         self._done = (self.epoch, 0)
 
     def __len__(self) -> int:
-        return len(self.loader._mine(min(self.epoch, self.loader.epochs - 1)))
+        return len(self.loader.shard_plan(min(self.epoch, self.loader.epochs - 1)))
 
     def set_epoch(self, epoch: int) -> None:
         if not 0 <= int(epoch) < self.loader.epochs:
@@ -81,7 +81,7 @@ class ReplayBatchSampler(Sampler):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, step = resume_position(state, self.loader.plan_settings(), self.loader.epochs,
-                                           lambda e: len(self.loader._mine(e)))
+                                           lambda e: len(self.loader.shard_plan(e)))
         self._resume = (self.epoch, step) if step else None
         self._done = (self.epoch, step)
 
@@ -142,12 +142,12 @@ class ReplayDataset(Dataset):
         if not 0 <= batch < len(self._plan[1]):
             raise LabelStoreError(f"epoch {epoch} has batches 0..{len(self._plan[1]) - 1}, a key names batch {batch}")
         item = self._plan[1][batch]
-        crop, mix = ld._source(epoch, item)
+        crop, mix = ld.crop_source(epoch, item)
         size = ld.labels.crop_policy.size if item.stored is not None else ld.hard_crop.size
         logits = None if item.stored is None else torch.from_numpy(ld.labels.read_logits(*item.stored))
         pixels = iter(self._backend().iter_batches([crop], size))
         try:  # the step copies the pixels before the backend may reuse their buffer
-            step = ld._step(epoch, item, None, crop, mix, next(pixels), logits, device=torch.device("cpu"))
+            step = ld.make_step(epoch, item, None, crop, mix, next(pixels), logits, device=torch.device("cpu"))
         finally:
             getattr(pixels, "close", lambda: None)()
         y = StepTargets.from_step(step)

@@ -9,7 +9,9 @@ HELP = "train a student on distilled images and a label file with any schedule"
 
 def add_args(p) -> None:
     from distill.backends import BACKENDS
+    from distill.recipes import RECIPES
     from distill.train import TrainConfig as C
+    from loaders.pools import POOL_POLICIES
 
     d = C()
     p.add_argument("--images", default=d.images, help="images.npz")
@@ -20,16 +22,25 @@ def add_args(p) -> None:
     p.add_argument("--out", dest="out_dir", default=d.out_dir, help="output folder")
     p.add_argument("--model", default=d.model, help="student architecture")
     p.add_argument("--schedule", default=d.schedule,
-                   help="hald | soft | hard | soft:75,hard:150,soft:75 | <any>|drift | blend:w=0.7 ...")
+                   help="hald | soft | hard | soft:75,hard:150,soft:75 | <any>|drift | <any>|correct | blend:w=0.7 ...")
     p.add_argument("--epochs", type=int, default=d.epochs, help="training epochs")
-    p.add_argument("--pool", default=d.pool, choices=("without_replacement", "replacement", "cycle"),
-                   help="how stored batches are reused (label pools: fewer stored epochs than soft ones)")
-    p.add_argument("--kd-temperature", "--temperature", dest="temperature", type=float, default=d.temperature, metavar="T",
-                   help="KD temperature: soft steps' KL at T (--temperature is its old name)")
-    p.add_argument("--lr", type=float, default=d.lr, help="learning rate")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="weight decay")
-    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="label smoothing of hard steps")
-    p.add_argument("--hard-mix", choices=("cutmix", "mixup", "none"), default=d.hard_mix, help="mixing in hard steps")
+    p.add_argument("--recipe", default=d.recipe, choices=tuple(RECIPES),
+                   help="the student recipe the settings below default to: labelstore (this project's), hald (HALD's "
+                        "train_fkd.py: KL at T=20 without T^2, cosine per epoch over 2x the epochs, hard steps with "
+                        "CutMix and label smoothing 0.8 in batches of 16), sre2l, cvdd (docs/distill.md)")
+    p.add_argument("--pool", default=None, choices=POOL_POLICIES,
+                   help="how stored batches are reused (label pools: fewer stored epochs than soft ones); default the recipe's")
+    p.add_argument("--kd-temperature", "--temperature", dest="temperature", type=float, default=None, metavar="T",
+                   help="KD temperature: soft steps' KL at T (--temperature is its old name); default the recipe's "
+                        "(labelstore 4, the papers' 20)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default the recipe's, 1e-3)")
+    p.add_argument("--weight-decay", type=float, default=None, help="weight decay (default the recipe's, 0.01)")
+    p.add_argument("--label-smoothing", type=float, default=None,
+                   help="label smoothing of hard steps (default the recipe's: labelstore 0.1, hald 0.8)")
+    p.add_argument("--hard-mix", choices=("cutmix", "mixup", "none"), default=None,
+                   help="mixing in hard steps (default the recipe's, cutmix)")
+    p.add_argument("--hard-batch-size", type=int, default=None,
+                   help="batch size of all-hard epochs (default the recipe's: hald 16; labelstore the soft batch size)")
     p.add_argument("--backend", choices=BACKENDS, default=d.backend,
                    help="loader backend (ffcv needs images.beton)")
     p.add_argument("--test-data", default=None,
