@@ -15,15 +15,16 @@ from typing import Any
 
 import numpy as np
 
-from . import _chunk
 from ._format import DERIVED, EXPLICIT, NONE
 from ._journal import BatchEntry, Journal, journal_dir, shard_dirs  # noqa: F401  (re-exported: docs/api.md)
-from .codecs import LabelCodec, get_codec, parse_codec_spec
+from ._writer_checks import (  # noqa: F401  (SOURCES: re-exported, it was defined here)
+    SOURCES, check_modes, check_present, check_resumable, check_shard, check_sizes, crop_section,
+    default_crop_policy, make_codec, mix_section, positive_int,
+)
+from .codecs import LabelCodec
 from .batch import logits_from_probs  # noqa: F401  (re-exported: importers use it from here)
 from .crops import CropPolicy, Mix, MixPolicy, draw_crops, draw_mix, draw_order
 from .errors import LabelStoreError, describe_ranges
-
-SOURCES = ("logits", "probabilities")
 
 
 class LabelWriter:
@@ -34,6 +35,7 @@ class LabelWriter:
     how the pixels the teacher saw were made (crop size, normalisation, backend: the keys are
     the loaders'), so a replay can default to them and refuse others. Use as a context
     manager: a clean exit finalizes; an exception leaves the journal for a later resume.
+    The argument checks are labelstore/_writer_checks.py.
     """
 
     def __init__(
@@ -60,27 +62,14 @@ class LabelWriter:
         shard: tuple[int, int] | None = None,
     ):
         self.path = Path(path)
-        self.num_classes = _positive_int(num_classes, "num_classes", minimum=2)
-        self.num_images = _positive_int(num_images, "num_images")
-        self.codec = self._make_codec(codec)
-        self.seed = _positive_int(seed, "seed", minimum=0)
-        self.image_sizes = self._check_sizes(image_sizes)
-        self.crop_policy = crop_policy or self._default_crop_policy()
+        self.num_classes = positive_int(num_classes, "num_classes", minimum=2)
+        self.num_images = positive_int(num_images, "num_images")
+        self.codec = make_codec(codec, self.num_classes)
+        self.seed = positive_int(seed, "seed", minimum=0)
+        self.image_sizes = check_sizes(image_sizes, self.num_images)
+        self.crop_policy = crop_policy or default_crop_policy(self.image_sizes)
         self.mix_policy = mix_policy or MixPolicy()
-        for name, mode in (("crops", crops), ("orders", orders)):
-            if mode not in (DERIVED, EXPLICIT):
-                raise LabelStoreError(f"{name} must be 'derived' or 'explicit', got {mode!r}")
-        if mix not in (DERIVED, EXPLICIT):
-            raise LabelStoreError(f"mix must be 'derived' or 'explicit', got {mix!r}")
-        if source not in SOURCES:
-            raise LabelStoreError(f"source must be one of {SOURCES}, got {source!r}")
-        if source == "probabilities" and not source_temperature:
-            raise LabelStoreError("a probability source needs source_temperature (the T its softmax used)")
-        if crops == DERIVED and self.image_sizes is None:
-            raise LabelStoreError(
-                "derived crops need the images' sizes: pass image_sizes=(H, W) for a fixed-size set "
-                "or an (N, 2) array, or use crops='explicit'"
-            )
+        check_modes(crops, orders, mix, source, source_temperature, self.image_sizes is not None)
         self.header = {
             "num_classes": self.num_classes,
             "num_images": self.num_images,
@@ -108,18 +97,7 @@ class LabelWriter:
 
         if self.path.exists() and not overwrite:
             raise LabelStoreError(f"{self.path} already exists; choose another path or pass overwrite=True (--force)")
-        self.shard = None
-        if shard is not None:
-            rank, world = (int(x) for x in shard)
-            if not 0 <= rank < world:
-                raise LabelStoreError(f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard}")
-            self.shard = (rank, world)
-            others = sorted({w for _, _, w in shard_dirs(self.path)} - {world})
-            if others:  # caught here, before any teacher work, rather than at merge time
-                raise LabelStoreError(
-                    f"{self.path.name}.shards/ holds an interrupted run of world size {others[0]}, not {world}; "
-                    f"resume it with {others[0]} processes (torchrun --nproc-per-node {others[0]}) or delete "
-                    f"{self.path.name}.shards/ to start over")
+        self.shard = check_shard(shard, self.path)
         self.journal = Journal(journal_dir(self.path, self.shard))
         self._epochs: dict[int, tuple[int, np.ndarray | None]] = {}
         self._entries: dict[tuple[int, int], BatchEntry] = {}
@@ -130,30 +108,7 @@ class LabelWriter:
             self.journal.create(self.header, {k.replace("/", "."): v for k, v in arrays.items()})
         self._finalized = False
 
-    # -- setup helpers ------------------------------------------------------------------
-    def _make_codec(self, codec) -> LabelCodec:
-        if isinstance(codec, str):
-            codec = parse_codec_spec(codec, self.num_classes)
-        elif isinstance(codec, dict):
-            codec = get_codec(codec)
-        if not isinstance(codec, LabelCodec):
-            raise LabelStoreError(f"codec must be a LabelCodec, a spec string or a config dict, got {type(codec).__name__}")
-        if codec.num_classes != self.num_classes:
-            raise LabelStoreError(f"codec is for {codec.num_classes} classes but the label set has {self.num_classes}")
-        if not codec.is_fitted:
-            raise LabelStoreError(f"codec {codec.codec_id!r} must be fitted on a sample of logits first (codec.fit(sample))")
-        return codec
-
-    def _default_crop_policy(self) -> CropPolicy:
-        """Crops resized to the images' own size (a 32x32 set is labelled at 32 px, not 224)."""
-        if self.image_sizes is None:
-            return CropPolicy()  # explicit crops of unknown images: the ImageNet synthetic-set size
-        first = self.image_sizes[0]
-        if not (self.image_sizes == first).all():
-            raise LabelStoreError("the images have different sizes, so there is no natural crop size: pass "
-                                  "crop_policy=CropPolicy(size=(H, W)) with the size the teacher should see")
-        return CropPolicy(size=(int(first[0]), int(first[1])))
-
+    # -- settings ---------------------------------------------------------------------
     def set_pixels(self, pixels: dict[str, Any]) -> None:
         """Record how the teacher's pixels were made (``loaders.contract``), before any batch is
         written; a resumed journal must have been recorded the same way."""
@@ -173,30 +128,11 @@ class LabelWriter:
         self.header["pixels"] = pixels
         self.journal.rewrite_header(self.header)
 
-    def _check_sizes(self, sizes) -> np.ndarray | None:
-        if sizes is None:
-            return None
-        arr = np.asarray(sizes, dtype=np.int64)
-        if arr.shape == (2,):
-            arr = np.broadcast_to(arr, (self.num_images, 2))
-        if arr.shape != (self.num_images, 2) or (arr < 1).any():
-            raise LabelStoreError(f"image_sizes must be (H, W) or an array ({self.num_images}, 2) of positive sizes, got shape {arr.shape}")
-        return np.ascontiguousarray(arr, dtype=np.uint32)
-
     def _resume(self, arrays: dict[str, np.ndarray]) -> None:
         old_header, old_arrays = self.journal.read_header()
         if self.header["pixels"] is None and old_header.get("pixels") is not None:
             self.header["pixels"] = old_header["pixels"]  # recorded by set_pixels; checked again when it is called
-        same_arrays = old_arrays.keys() == {k.replace("/", ".") for k in arrays} and all(
-            np.array_equal(old_arrays[k.replace("/", ".")], v) for k, v in arrays.items()
-        )
-        if old_header != json.loads(json.dumps(self.header)) or not same_arrays:
-            diff = sorted(k for k in self.header if old_header.get(k) != json.loads(json.dumps(self.header)).get(k))
-            raise LabelStoreError(
-                f"{self.journal.dir} holds an unfinished label set with different settings "
-                f"({', '.join(diff) or 'codec arrays or image sizes'}); resume with the same settings, "
-                "or delete that directory to start over"
-            )
+        check_resumable(self.header, arrays, old_header, old_arrays, self.journal.dir)
         epochs, entries, present = self.journal.scan()
         self._epochs = epochs
         self._present = present
@@ -212,8 +148,8 @@ class LabelWriter:
         Calling it again for an epoch already declared (e.g. after a resume) is allowed when
         the batch size, order and batches are the same.
         """
-        epoch = _positive_int(epoch, "epoch", minimum=0)
-        batch_size = _positive_int(batch_size, "batch_size")
+        epoch = positive_int(epoch, "epoch", minimum=0)
+        batch_size = positive_int(batch_size, "batch_size")
         if self.header["orders"] == EXPLICIT:
             if order is None:
                 raise LabelStoreError("orders are explicit: pass the epoch's sample order to begin_epoch")
@@ -222,7 +158,7 @@ class LabelWriter:
                 raise LabelStoreError(f"an epoch order must be a permutation of range({self.num_images})")
         elif order is not None and not np.array_equal(order, draw_order(self.seed, epoch, self.num_images)):
             raise LabelStoreError("orders are derived from the seed; the order given differs (use orders='explicit')")
-        present = self._check_present(batches, -(-self.num_images // batch_size), epoch)
+        present = check_present(batches, -(-self.num_images // batch_size), epoch)
         if epoch in self._epochs:
             old_bs, old_order = self._epochs[epoch]
             old_present = self._present.get(epoch)
@@ -237,19 +173,6 @@ class LabelWriter:
                 self._present[epoch] = present
             self._epochs[epoch] = (batch_size, order if self.header["orders"] == EXPLICIT else None)
         return self.order(epoch)
-
-    @staticmethod
-    def _check_present(batches, nb: int, epoch: int) -> np.ndarray | None:
-        """The sorted batch indices of a partial epoch, or None for a complete one."""
-        if batches is None:
-            return None
-        arr = np.asarray(list(batches) if not isinstance(batches, np.ndarray) else batches, dtype=np.int64).reshape(-1)
-        if len(arr) == 0:
-            raise LabelStoreError(f"epoch {epoch}: batches= is empty; leave an epoch with no batches out instead")
-        if len(np.unique(arr)) != len(arr) or (arr < 0).any() or (arr >= nb).any():
-            raise LabelStoreError(f"epoch {epoch}: batches= must be distinct batch indices in 0..{nb - 1}, got {arr[:8].tolist()}")
-        arr = np.sort(arr)
-        return None if len(arr) == nb else arr
 
     def stored_batches(self, epoch: int) -> np.ndarray:
         """The batch indices epoch ``epoch`` holds (all of them unless it was begun as partial)."""
@@ -286,7 +209,6 @@ class LabelWriter:
         nb = self.num_batches(epoch)
         if not 0 <= batch < nb:
             raise LabelStoreError(f"batch {batch} is out of range: epoch {epoch} has {nb} batches (0..{nb - 1})")
-
 
     def owns(self, batch: int) -> bool:
         """Whether this writer writes ``batch``: always, unless it is one rank's shard (batch % world == rank)."""
@@ -333,7 +255,8 @@ class LabelWriter:
                 f"batch {batch} belongs to rank {batch % self.shard[1]}, not to this shard (rank {self.shard[0]}); "
                 "skip batches where owns() is false"
             )
-        n = len(self.batch_indices(epoch, batch))
+        idx = self.batch_indices(epoch, batch)
+        n = len(idx)
         logits = np.asarray(logits)
         if logits.ndim != 2 or logits.shape != (n, self.num_classes):
             raise LabelStoreError(
@@ -341,48 +264,12 @@ class LabelWriter:
                 "check the teacher's class count and the batch size"
             )
         label_bytes = self.codec.encode(logits)  # rejects NaN/Inf
-        crop_bytes = self._crop_section(epoch, batch, n, boxes, flips)
-        mix_bytes = self._mix_section(epoch, batch, n, mix)
+        sizes = None if self.image_sizes is None else (lambda: self.image_sizes[idx])  # checked against explicit boxes
+        crop_bytes = crop_section(self.header["crops"], epoch, batch, n, boxes, flips,
+                                  lambda: self.derived_crops(epoch, batch), sizes)
+        mix_bytes = mix_section(self.header["mix"], n, mix, lambda: self.derived_mix(epoch, batch))
         entry = self.journal.append_batch(epoch, batch, n, label_bytes, crop_bytes, mix_bytes)
         self._entries[(epoch, batch)] = entry
-
-    def _crop_section(self, epoch, batch, n, boxes, flips) -> bytes:
-        if self.header["crops"] == DERIVED:
-            if boxes is not None:
-                want_boxes, want_flips = self.derived_crops(epoch, batch)
-                if not (np.array_equal(boxes, want_boxes) and (flips is None or np.array_equal(flips, want_flips))):
-                    raise LabelStoreError(
-                        f"epoch {epoch} batch {batch}: the crops given differ from those derived from the seed; "
-                        "draw crops with LabelWriter.derived_crops, or use crops='explicit'"
-                    )
-            return b""
-        if boxes is None:
-            raise LabelStoreError("crops are explicit: pass boxes= (n, 4) (top, left, height, width) and flips=")
-        boxes = np.asarray(boxes)
-        flips = np.zeros(n, bool) if flips is None else np.asarray(flips, bool)
-        if boxes.shape != (n, 4) or flips.shape != (n,) or (boxes[:, 2:] < 1).any() or (boxes[:, :2] < 0).any():
-            raise LabelStoreError(f"boxes must be ({n}, 4) with top, left >= 0 and height, width >= 1; flips ({n},)")
-        if self.image_sizes is not None:
-            sizes = self.image_sizes[self.batch_indices(epoch, batch)].astype(np.int64)
-            if ((boxes[:, 0] + boxes[:, 2]) > sizes[:, 0]).any() or ((boxes[:, 1] + boxes[:, 3]) > sizes[:, 1]).any():
-                raise LabelStoreError(f"epoch {epoch} batch {batch}: a crop box reaches outside its image")
-        return _chunk.encode_crops(boxes, flips)
-
-    def _mix_section(self, epoch, batch, n, mix) -> bytes:
-        mode = self.header["mix"]
-        if mode == NONE:
-            if mix is not None:
-                raise LabelStoreError("this label set has no mixing (mix_policy kind 'none'); don't pass mix=")
-            return b""
-        if mode == DERIVED:
-            if mix is not None and mix != self.derived_mix(epoch, batch):
-                raise LabelStoreError("the mix given differs from the one derived from the seed; use mix='explicit'")
-            return b""
-        if mix is not None:
-            partner = np.asarray(mix.partner)
-            if partner.shape != (n,) or (partner < 0).any() or (partner >= n).any():
-                raise LabelStoreError(f"mix.partner must hold {n} positions within the batch (0..{n - 1})")
-        return _chunk.encode_mix(mix)
 
     # -- finishing ----------------------------------------------------------------------
     def missing(self) -> list[tuple[int, int]]:
@@ -437,12 +324,3 @@ class LabelWriter:
         else:
             self.close()
 
-
-def _positive_int(value, name: str, minimum: int = 1) -> int:
-    try:
-        v = int(value)
-    except (TypeError, ValueError):
-        raise LabelStoreError(f"{name} must be an integer, got {value!r}") from None
-    if v != value or v < minimum:
-        raise LabelStoreError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return v
