@@ -41,14 +41,17 @@ from distill.data import ImageDataset, fashion_mnist, save_npz
 from distill.recover import RecoverConfig, recover
 from distill.relabel import RelabelConfig, relabel
 from distill.squeeze import SqueezeConfig, squeeze
+from distill.recipes import RECIPES
 from distill.train import TrainConfig, train
 from labelstore import LabelFile, LabelWriter, parse_codec_spec
 
 from ._scope import torch_rng_kept, torch_threads
+from ._sva_report import DEFAULT_RECIPE, summarise
 
 SCHEDULES = {"all-soft": "soft", "HALD": "hald", "all-hard": "hard", "drift-gated": "soft|drift",
              "HALD-drift": "hald|drift", "HALD-short": "hald:hard=0.2", "blend": "blend:w=0.7",
-             "HALD-auto": "hald:hard=auto"}
+             "HALD-auto": "hald:hard=auto", "all-soft+correct": "soft|correct", "HALD+correct": "hald|correct",
+             "HALD-auto+correct": "hald:hard=auto|correct"}
 DEFAULT_SCHEDULES = ["all-soft", "HALD", "all-hard", "drift-gated", "HALD-short", "blend", "HALD-auto"]
 CODECS = ("dense16", "dense_q:bits=8", "dense_q:bits=4", "topk:k=3")
 
@@ -66,7 +69,11 @@ def parse_args(argv=None):
     p.add_argument("--schedules", nargs="+", default=DEFAULT_SCHEDULES, choices=list(SCHEDULES),
                    help="HALD-drift = hald|drift, HALD-short = hald:hard=0.2 (a 60-epoch hard phase at 300), "
                         "blend = blend:w=0.7 (every step 0.7 soft + 0.3 hard loss), "
-                        "HALD-auto = hald:hard=auto (hard share 0.5 / S)")
+                        "HALD-auto = hald:hard=auto (hard share 0.5 / S), <name>+correct = <schedule>|correct "
+                        "(drifting crops' labels corrected)")
+    p.add_argument("--recipes", nargs="+", default=[DEFAULT_RECIPE], choices=list(RECIPES),
+                   help="student recipes (distill.recipes): labelstore (this project's), hald (HALD's train_fkd.py), "
+                        "sre2l, cvdd; every schedule runs under each (default %(default)s)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--first-seed", type=int, default=0,
                    help="student seeds run are first-seed ... first-seed + seeds - 1 (add seeds to a grid measured elsewhere)")
@@ -89,7 +96,8 @@ def parse_args(argv=None):
     p.add_argument("--mix", default="auto", choices=["auto", "cutmix", "none", "mixup"],
                    help="relabel mixing; auto: none on real images, CutMix on recovered ones (measured best for each)")
     p.add_argument("--hard-mix", default="none", choices=["cutmix", "none", "mixup"],
-                   help="mixing in the students' hard steps (all-hard, HALD's hard phase)")
+                   help="mixing in the students' hard steps (all-hard, HALD's hard phase) under the labelstore "
+                        "recipe; the papers' recipes use their own (hald: CutMix)")
     p.add_argument("--out", default=None,
                    help="results folder (default results/storage_vs_accuracy, with --quick results/storage_vs_accuracy-quick)")
     p.add_argument("--cache-dir", default=None,
@@ -183,13 +191,16 @@ def transcode(src: Path, dst: Path, S: int, codec: str) -> Path:
     return dst
 
 
-def run_student(a, images: Path, labels: Path, schedule: str, seed: int, workdir: Path) -> tuple[float, float]:
+def run_student(a, images: Path, labels: Path, schedule: str, seed: int, workdir: Path,
+                recipe: str = DEFAULT_RECIPE) -> tuple[float, float]:
     """One student; a top-level function so `--workers` can run it in a separate process."""
     t = time.time()
+    # --hard-mix is a setting of this project's recipe; a paper's recipe mixes as its script does
+    hard_mix = getattr(a, "hard_mix", "cutmix") if recipe == DEFAULT_RECIPE else None
     with torch_threads(a.threads):
         res = train(TrainConfig(images=str(images), labels=str(labels), out_dir=str(workdir), model=a.model,
-                                schedule=SCHEDULES[schedule], epochs=a.epochs, test_subset=a.test_subset, seed=seed,
-                                hard_mix=getattr(a, "hard_mix", "cutmix"),
+                                schedule=SCHEDULES[schedule], recipe=recipe, epochs=a.epochs, test_subset=a.test_subset,
+                                seed=seed, hard_mix=hard_mix,
                                 threads=a.threads, device=a.device, checkpoint_every=0), progress=False)
     return float(res["test_acc"]), time.time() - t
 
@@ -211,14 +222,21 @@ def _run(a, cache: Path) -> int:
     # resume: rows already measured are kept; a --quick run is a smoke test and measures everything again
     if csv_path.exists() and (a.summarise_only or not a.quick):
         for r in csv.DictReader(open(csv_path)):
-            done[(r["source"], r["teacher"], r["codec"], int(r["S"]), r["schedule"], int(r["seed"]))] = r
+            r["recipe"] = r.get("recipe") or DEFAULT_RECIPE  # results written before recipes existed
+            done[(r["source"], r["teacher"], r["codec"], int(r["S"]), r["schedule"], int(r["seed"]), r["recipe"])] = r
     if a.summarise_only:
         if not done:
             sys.exit(f"storage_vs_accuracy: error: {csv_path} has no measured runs to summarise")
         return 0 if summarise(list(done.values()), a, root) is not None else 1
     root.mkdir(parents=True, exist_ok=True)
-    fields = ["source", "teacher", "codec", "S", "schedule", "seed", "label_bytes", "test_acc", "seconds", "mismatch"]
+    fields = ["source", "teacher", "codec", "S", "schedule", "seed", "label_bytes", "test_acc", "seconds", "mismatch",
+              "recipe"]
     new = a.quick or not csv_path.exists()
+    if not new and "recipe" not in open(csv_path).readline():  # an older results.csv: rewrite it with the column
+        with open(csv_path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(done.values())
     out = open(csv_path, "w" if new else "a", newline="")
     writer = csv.DictWriter(out, fieldnames=fields)
     if new:
@@ -251,37 +269,42 @@ def _run(a, cache: Path) -> int:
                         if tname == "committee" and (codec != "dense16" or sched not in ("all-soft", "HALD")):
                             continue
                         for seed in range(a.first_seed, a.first_seed + a.seeds):
-                            jobs.append((source, tname, codec, S, sched, seed, images, base, lab["mismatch"]))
+                            for recipe in a.recipes:
+                                if sched == "all-hard" and recipe != a.recipes[0]:
+                                    continue
+                                jobs.append((source, tname, codec, S, sched, seed, recipe, images, base,
+                                             lab["mismatch"]))
     # seed-major: one seed of the whole grid first, so a run stopped early still covers every cell
-    todo = sorted((j for j in jobs if j[:6] not in done), key=lambda j: j[5])
+    todo = sorted((j for j in jobs if j[:7] not in done), key=lambda j: j[5])
     print(f"{len(jobs)} student runs ({len(jobs) - len(todo)} already measured)", flush=True)
     runs = []  # transcode in this process (files are shared by runs), then train
-    for source, tname, codec, S, sched, seed, images, base, mismatch in todo:
+    for source, tname, codec, S, sched, seed, recipe, images, base, mismatch in todo:
         slug = codec.replace(":", "_").replace("=", "")
         labels = base if (S == Smax and codec == "dense16") else transcode(base, base.with_name(f"S{S}-{slug}.h5"), S, codec)
-        runs.append(((source, tname, codec, S, sched, seed), images, labels, mismatch))
+        runs.append(((source, tname, codec, S, sched, seed, recipe), images, labels, mismatch))
     from concurrent.futures import ProcessPoolExecutor
     import multiprocessing as mp
 
     from tqdm import tqdm
 
     def record(key, labels, mismatch, acc, secs):
-        source, tname, codec, S, sched, seed = key
+        source, tname, codec, S, sched, seed, recipe = key
         row = {"source": source, "teacher": tname, "codec": codec, "S": S, "schedule": sched, "seed": seed,
                "label_bytes": 0 if sched == "all-hard" else labels.stat().st_size, "test_acc": round(acc, 5),
-               "seconds": round(secs, 1), "mismatch": round(mismatch, 4)}
+               "seconds": round(secs, 1), "mismatch": round(mismatch, 4), "recipe": recipe}
         writer.writerow(row)
         out.flush()
         done[key] = {k: str(v) for k, v in row.items()}
-        tqdm.write(f"{source:6} {tname:9} {codec:15} S={S:<4} {sched:12} seed {seed}: {100 * acc:.2f}% "
+        tqdm.write(f"{source:6} {tname:9} {codec:15} S={S:<4} {sched:12} {recipe:10} seed {seed}: {100 * acc:.2f}% "
                    f"({row['label_bytes']:,} B, {secs:.0f} s)")
 
     if a.workers <= 1:
         for key, images, labels, mismatch in tqdm(runs, desc="students"):
-            record(key, labels, mismatch, *run_student(a, images, labels, key[4], key[5], cache / "work"))
+            record(key, labels, mismatch, *run_student(a, images, labels, key[4], key[5], cache / "work", key[6]))
     else:  # one work dir per run: concurrent students must not share last.pt / metrics
         with ProcessPoolExecutor(a.workers, mp_context=mp.get_context("spawn")) as pool:
-            futs = {pool.submit(run_student, a, images, labels, key[4], key[5], cache / "work" / f"run{i}"): (key, labels, mismatch)
+            futs = {pool.submit(run_student, a, images, labels, key[4], key[5], cache / "work" / f"run{i}", key[6]):
+                    (key, labels, mismatch)
                     for i, (key, images, labels, mismatch) in enumerate(runs)}
             from concurrent.futures import as_completed
 
@@ -292,124 +315,6 @@ def _run(a, cache: Path) -> int:
     summary = summarise(list(done.values()), a, root)
     print(f"total {time.time() - t0:.0f} s; {csv_path}, {root / 'summary.json'}, {root / 'storage_vs_accuracy.png'}")
     return 0 if summary is not None else 1
-
-
-def _agg(rows):
-    """(source, teacher, codec, S, schedule) -> (mean acc, std acc, n, bytes)."""
-    g: dict = {}
-    for r in rows:
-        k = (r["source"], r["teacher"], r["codec"], int(r["S"]), r["schedule"])
-        g.setdefault(k, []).append((float(r["test_acc"]), int(r["label_bytes"])))
-    return {k: (float(np.mean([x for x, _ in v])), float(np.std([x for x, _ in v])), len(v), v[0][1]) for k, v in g.items()}
-
-
-def summarise(rows, a, root: Path) -> dict:
-    agg = _agg(rows)
-    lines, summary = [], {"targets": {}}
-    for source in a.sources:
-        mm = sorted({float(r["mismatch"]) for r in rows if r["source"] == source and r["teacher"] == "single"})
-        lines.append(f"\n{source} images, single teacher, dense16 (mean of seeds, test top-1 %); stored crops whose "
-                     f"teacher top-1 is not the image's class: {', '.join(f'{100 * m:.1f}%' for m in mm) or 'n/a'}")
-        hard = agg.get((source, "single", a.codecs[0], min(a.S), "all-hard"))
-        lines.append(f"  {'S':>4} {'bytes':>9} " + " ".join(f"{s:>12}" for s in a.schedules if s != "all-hard")
-                     + (f"   all-hard {100 * hard[0]:.2f}" if hard else ""))
-        for S in a.S:
-            cells = [agg.get((source, "single", "dense16", S, s)) for s in a.schedules if s != "all-hard"]
-            if not any(cells):
-                continue
-            nbytes = next(c[3] for c in cells if c)
-            lines.append(f"  {S:>4} {nbytes:>9,} " + " ".join(f"{100 * c[0]:>7.2f}±{100 * c[1]:<4.1f}" if c else f"{'-':>12}" for c in cells))
-        soft = {S: agg.get((source, "single", "dense16", S, "all-soft")) for S in a.S}
-        hald = {S: agg.get((source, "single", "dense16", S, "HALD")) for S in a.S}
-        S1 = min(a.S)
-        t = summary["targets"].setdefault(source, {})
-        if soft[S1] and hald[S1]:
-            d = 100 * (hald[S1][0] - soft[S1][0])
-            t["hald_minus_soft_at_S1"] = round(d, 2)
-            lines.append(f"  HALD - all-soft at S={S1}: {d:+.2f} points (target >= +5 on real images: "
-                         f"{'met' if d >= 5 else 'MISSED'})")
-        wins = [S for S in a.S if soft[S] and hald[S] and hald[S][0] > soft[S][0]]
-        losses = [S for S in a.S if soft[S] and hald[S] and hald[S][0] <= soft[S][0]]
-        lines.append(f"  HALD beats all-soft at S={wins or 'none'}; loses or ties at S={losses or 'none'}")
-        for sched in (s for s in a.schedules if s not in ("all-soft", "HALD", "all-hard")):
-            # the 'dominating' target: never > 1 point below all-soft, and above HALD at the smallest S
-            cand = {S: agg.get((source, "single", "dense16", S, sched)) for S in a.S}
-            deltas = [(100 * (cand[S][0] - soft[S][0]), S) for S in a.S if cand[S] and soft[S]]
-            if not deltas:
-                continue
-            worst = min(deltas)
-            beat = bool(cand[S1] and hald[S1] and cand[S1][0] > hald[S1][0])
-            t[f"{sched}_worst_vs_soft"], t[f"{sched}_beats_hald_at_S1"] = round(worst[0], 2), beat
-            lines.append(f"  {sched} vs all-soft: worst {worst[0]:+.2f} points (at S={worst[1]}; target >= -1: "
-                         f"{'met' if worst[0] >= -1 else 'MISSED'}); beats HALD at S={S1}: {'yes' if beat else 'NO'}"
-                         + (f" ({100 * (cand[S1][0] - hald[S1][0]):+.2f})" if cand[S1] and hald[S1] else ""))
-        ref = agg.get((source, "single", "dense16", 300, "all-soft"))
-        if ref:
-            cands = [(k, v) for k, v in agg.items() if k[0] == source and k[1] == "single" and k[4] != "all-hard"
-                     and 0 < v[3] <= ref[3] / 20 and v[0] >= ref[0]]
-            best = max(cands, key=lambda kv: kv[1][0]) if cands else None
-            t["s300_reached_with_1_20_bytes"] = bool(best)
-            lines.append(f"  S=300 dense16 all-soft: {100 * ref[0]:.2f}% at {ref[3]:,} B; reached with <= 1/20 of the "
-                         f"bytes: " + (f"yes, {best[0][2]} S={best[0][3]} {best[0][4]} {100 * best[1][0]:.2f}% at {best[1][3]:,} B"
-                                       if best else "NO"))
-        others = [(k, v) for k, v in agg.items() if k[0] == source and k[1] == "single" and k[2] != "dense16"]
-        for k, v in sorted(others):
-            lines.append(f"  codec {k[2]:15} S={k[3]:<4} {k[4]:12} {100 * v[0]:.2f}±{100 * v[1]:.1f} at {v[3]:,} B")
-        com = [(k, v) for k, v in agg.items() if k[0] == source and k[1] == "committee"]
-        for k, v in sorted(com):
-            single = agg.get((source, "single", k[2], k[3], k[4]))
-            lines.append(f"  committee {k[4]:9} S={k[3]:<4} {100 * v[0]:.2f}% vs single teacher "
-                         + (f"{100 * single[0]:.2f}% ({100 * (v[0] - single[0]):+.2f})" if single else "n/a"))
-    best = max(((k, v) for k, v in agg.items()), key=lambda kv: kv[1][0], default=None)
-    if best:
-        summary["best"] = {"setting": list(best[0]), "test_acc": best[1][0]}
-        lines.append(f"\nbest setting: {best[0]} {100 * best[1][0]:.2f}% (target >= 85%: "
-                     f"{'met' if best[1][0] >= 0.85 else 'MISSED'})")
-    text = "\n".join(lines)
-    print(text)
-    summary["text"] = text
-    summary["args"] = vars(a)
-    (root / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    plot(agg, a, root / "storage_vs_accuracy.png")
-    return summary
-
-
-def plot(agg, a, path: Path) -> None:
-    """One panel per image set: test top-1 vs label bytes, a line per (schedule, codec); one shared legend."""
-    from matplotlib.figure import Figure  # no pyplot: no process-wide backend switch, no figure kept open
-
-    sources = [s for s in a.sources if any(k[0] == s for k in agg)]
-    fig = Figure(figsize=(5.5 * max(1, len(sources)), 4.6))
-    axes = fig.subplots(1, max(1, len(sources)), squeeze=False)
-    colors = {"all-soft": "tab:orange", "HALD": "tab:blue", "all-hard": "tab:gray", "drift-gated": "tab:green",
-              "HALD-drift": "tab:purple", "HALD-short": "tab:cyan", "blend": "tab:olive", "HALD-auto": "tab:red"}
-    markers = {"dense16": "o", "dense_q:bits=8": "s", "dense_q:bits=4": "^", "topk:k=3": "D"}
-    legend: dict = {}
-    for ax, source in zip(axes[0], sources):
-        for sched in a.schedules:
-            if sched == "all-hard":  # no label bytes: a level line, its value written on it
-                v = agg.get((source, "single", a.codecs[0], min(a.S), "all-hard"))
-                if v:
-                    legend["all-hard (0 B)"] = ax.axhline(100 * v[0], color=colors[sched], ls="--")
-                    ax.annotate(f"all-hard {100 * v[0]:.1f}", (1, 100 * v[0]), xycoords=("axes fraction", "data"),
-                                ha="right", va="bottom", fontsize=7, color=colors[sched])
-                continue
-            for codec in a.codecs:
-                pts = sorted((v[3], v[0], v[1]) for k, v in agg.items()
-                             if k[0] == source and k[1] == "single" and k[2] == codec and k[4] == sched)
-                if pts:
-                    x, y, e = zip(*pts)
-                    line = ax.errorbar(x, 100 * np.array(y), yerr=100 * np.array(e), color=colors.get(sched),
-                                       marker=markers.get(codec, "x"), ls="-" if codec == "dense16" else ":",
-                                       capsize=3, alpha=1 if codec == "dense16" else 0.6)
-                    legend.setdefault(sched if codec == "dense16" else f"{sched} {codec}", line)
-        ax.set(xscale="log", xlabel="label bytes (file on disk)", ylabel="test top-1 (%)",
-               title=f"Fashion-MNIST 10 img/class: {source}")
-        ax.grid(alpha=0.3)
-    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=min(6, max(1, len(legend))), fontsize=7)
-    rows = -(-len(legend) // 6)
-    fig.tight_layout(rect=(0, 0.05 * rows + 0.02, 1, 1))
-    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":

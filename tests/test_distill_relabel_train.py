@@ -214,14 +214,21 @@ def test_demo_reuses_what_is_built(tmp_path, capsys):
     from distill.demo import DemoConfig, demo
 
     cfg = DemoConfig(out_dir=str(tmp_path / "demo"), teacher_model="convnet-w16", teacher_subset=500, teacher_epochs=1,
-                     recover_iterations=3, budget="30KB", student_model="convnet-w16", student_epochs=2,
-                     schedules=["hald", "soft"], test_subset=200)
+                     budget="20KB", student_model="convnet-w16", student_epochs=3, schedules=["soft", "hald"],
+                     test_subset=200)
     first = demo(cfg, progress=False)
-    assert [r["schedule"] for r in first["rows"]] == ["hald", "soft"] and not any(r["cached"] for r in first["rows"])
+    got = [(r["labels"], r["schedule"]) for r in first["rows"]]
+    assert got == [("sre2l", "soft"), ("full", "soft"), ("full", "hald"), ("budget", "soft"), ("few", "soft"),
+                   ("few", "hald")] and not any(r["cached"] for r in first["rows"])
+    sre2l, full = first["rows"][0], first["rows"][1]
+    # SRe2L's layout holds the same logits: the same student, at the bytes its files take
+    assert sre2l["test_acc"] == full["test_acc"] and sre2l["label_bytes"] > full["label_bytes"]
+    assert sre2l["files"] == 3 * 5 and first["labels"]["budget"]["bytes"] <= 20_000  # 3 epochs of 5 batches
+    assert first["labels"]["few"]["stored_epochs"] == 1
     assert (tmp_path / "demo" / "results.png").exists() and (tmp_path / "demo" / "results.csv").exists()
     capsys.readouterr()
     again = demo(cfg, progress=False)
-    assert again["times"] == {"teacher": "cached", "recover": "cached", "relabel": "cached"}
+    assert again["times"] == {"teacher": "cached", "images": "cached", "relabel": "cached"}
     assert all(r["cached"] for r in again["rows"])
     assert [r["test_acc"] for r in again["rows"]] == [r["test_acc"] for r in first["rows"]]
     assert "(cached)" in capsys.readouterr().out
