@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,10 +20,13 @@ from distill.data import ImageDataset, has_test_split, is_named_dataset, open_da
 from distill.models import check_class_count
 from labelstore.errors import LabelStoreError
 
+if TYPE_CHECKING:
+    from labelstore import LabelFile
+
 __all__ = ["canonical_spec", "data_record", "check_fits_record", "check_records_agree", "holdout_split",
            "eval_set", "eval_name", "images_record", "teachers_data", "default_crop_scale", "resolved_flip",
            "smallest_crop_side", "warn_small_crops", "SMALL_CROP_PX", "open_test_set", "record_of", "prior_of",
-           "match_channels"]
+           "match_channels", "input_settings", "test_set_for"]
 
 SMALL_CROP_PX = 4  # crops whose short side can fall under this many pixels carry little of the image
 
@@ -238,3 +241,33 @@ def match_channels(ds: ImageDataset, in_channels: int) -> ImageDataset:
     if ds.in_channels == 1 and in_channels == 3:
         return ImageDataset(np.repeat(ds.images, 3, axis=-1), ds.labels, ds.num_classes, ds.name, ds.class_names)
     return ds
+
+
+def input_settings(labels: LabelFile | None, ds: ImageDataset) -> dict[str, Any]:
+    """mean/std/gray the teacher saw (stored by `distill relabel`); the images' own stats otherwise."""
+    rec = (labels.user_attrs.get("relabel") or {}) if labels is not None else {}
+    if "mean" in rec:
+        return {"mean": list(rec["mean"]), "std": list(rec["std"]), "gray": bool(rec.get("gray", False))}
+    mean, std = ds.channel_stats()
+    return {"mean": mean, "std": std, "gray": ds.in_channels == 1}
+
+
+def test_set_for(spec: str | None, record: dict | None, ds: ImageDataset, images: str, in_channels: int,
+                 subset: int | None, seed: int) -> tuple[ImageDataset | None, str | None]:
+    """(test images, split) the student is scored on: `spec`, else the data set `record` names;
+    (None, None) for spec "none". A test set must fit the training data (classes, channels, size)."""
+    if spec is not None and spec.lower() == "none":
+        return None, None
+    if spec is None:
+        if record is None:
+            raise LabelStoreError(
+                f"no data set is recorded with {images} (nor with its labels), so there is no test set to score "
+                "the student on: pass --test-data <the real test set> (or --test-data none)")
+        test, split = eval_set(record)
+    elif record is not None and canonical_spec(spec) == record["spec"]:
+        test, split = eval_set(record)  # the training data named again: its test split or held-out part
+    else:
+        test, split = open_test_set(spec, (record or {}).get("image_size")), "test"
+        ref = record or data_record(images, ds, evaluated_on="test")
+        check_fits_record(ref, test, "the test set")
+    return match_channels(test.subset(subset, seed=seed), in_channels), split

@@ -31,8 +31,7 @@ from distill.config import config_dict, config_path_for, read_config, write_conf
 from distill.data import ImageDataset, load_npz
 from distill.distributed import DistContext, all_reduce_sum, barrier, distributed, sync_buffers, wrap_ddp
 from distill.hardsteps import HardSteps
-from distill.inputs import (canonical_spec, check_fits_record, data_record, default_crop_scale, eval_name, eval_set,
-                            images_record, match_channels, open_test_set)
+from distill.inputs import default_crop_scale, eval_name, images_record, input_settings, test_set_for
 from distill.metrics import accuracy
 from distill.models import build_model, save_checkpoint
 from distill.optim import param_groups, set_lr
@@ -93,36 +92,6 @@ def resolve_recipe(cfg: TrainConfig) -> tuple[TrainConfig, Recipe]:
     given = {k: getattr(cfg, k) for k in RECIPE_FIELDS if getattr(cfg, k) is not None}
     filled = {k: getattr(recipe, k) for k in RECIPE_FIELDS}
     return replace(cfg, **{**filled, **given}), replace(recipe, **given)
-
-
-def input_settings(labels: LabelFile | None, ds: ImageDataset) -> dict[str, Any]:
-    """mean/std/gray the teacher saw (stored by `distill relabel`); the images' own stats otherwise."""
-    rec = (labels.user_attrs.get("relabel") or {}) if labels is not None else {}
-    if "mean" in rec:
-        return {"mean": list(rec["mean"]), "std": list(rec["std"]), "gray": bool(rec.get("gray", False))}
-    mean, std = ds.channel_stats()
-    return {"mean": mean, "std": std, "gray": ds.in_channels == 1}
-
-
-def test_set_for(spec: str | None, record: dict | None, ds: ImageDataset, images: str, in_channels: int,
-                 subset: int | None, seed: int) -> tuple[ImageDataset | None, str | None]:
-    """(test images, split) the student is scored on: `spec`, else the data set `record` names;
-    (None, None) for spec "none". A test set must fit the training data (classes, channels, size)."""
-    if spec is not None and spec.lower() == "none":
-        return None, None
-    if spec is None:
-        if record is None:
-            raise LabelStoreError(
-                f"no data set is recorded with {images} (nor with its labels), so there is no test set to score "
-                "the student on: pass --test-data <the real test set> (or --test-data none)")
-        test, split = eval_set(record)
-    elif record is not None and canonical_spec(spec) == record["spec"]:
-        test, split = eval_set(record)  # the training data named again: its test split or held-out part
-    else:
-        test, split = open_test_set(spec, (record or {}).get("image_size")), "test"
-        ref = record or data_record(images, ds, evaluated_on="test")
-        check_fits_record(ref, test, "the test set")
-    return match_channels(test.subset(subset, seed=seed), in_channels), split
 
 
 def _images_config(images: str) -> dict[str, Any]:

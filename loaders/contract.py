@@ -16,7 +16,7 @@ import torch
 
 from labelstore import LabelStoreError
 
-from .mixing import _stats
+from .mixing import per_channel
 
 # Keys that must agree between record and replay, in the order messages list them.
 CONTRACT_KEYS = ("crop_size", "mean", "std", "gray", "dtype", "backend", "interpolation", "mixing")
@@ -41,8 +41,8 @@ def pixel_settings(backend: Any, *, crop_size: Sequence[int], mean: Sequence[flo
     """The contract of one pixel pipeline, as stored in the label file (JSON values)."""
     return {
         "crop_size": [int(v) for v in crop_size],
-        "mean": [round(float(v), 9) for v in _stats(mean, bool(gray), "mean")],
-        "std": [round(float(v), 9) for v in _stats(std, bool(gray), "std")],
+        "mean": [round(float(v), 9) for v in per_channel(mean, bool(gray), "mean")],
+        "std": [round(float(v), 9) for v in per_channel(std, bool(gray), "std")],
         "gray": bool(gray),
         "dtype": str(dtype).replace("torch.", ""),
         **backend_pixels(backend),

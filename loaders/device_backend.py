@@ -28,7 +28,7 @@ from labelstore import LabelStoreError
 
 from .backend import CropBatch, check_crop_batch
 from .device_resample import INTERPOLATION, Tables, native_resize, resample_windows
-from .images import ImageSource, _check_labels, as_image_source
+from .images import ImageSource, as_image_source, check_labels
 
 STORAGES = ("device", "host", "auto")
 ENGINES = ("batched", "native")
@@ -102,7 +102,7 @@ class DeviceBackend:
         is_beton = isinstance(images, (str, Path)) and str(images).endswith(".beton")
         src = BetonSource(images) if is_beton else as_image_source(images, labels)
         if is_beton and labels is not None:
-            src.labels = _check_labels(labels, src.num_images)
+            src.labels = check_labels(labels, src.num_images)
         self._source_note = getattr(src, "note", "")
         self.source: ImageSource = src
         self.num_images = int(src.num_images)

@@ -58,7 +58,8 @@ def _check_image(img: Any, where: str) -> np.ndarray:
     return img
 
 
-def _check_labels(labels, n: int) -> np.ndarray | None:
+def check_labels(labels, n: int) -> np.ndarray | None:
+    """`labels` as `n` int64 class ids (None passes), or a LabelStoreError saying what is wrong."""
     if labels is None:
         return None
     arr = np.asarray(labels)
@@ -78,7 +79,7 @@ class ArraySource(ImageSource):
             )
         self.images = arr
         self.num_images = len(arr)
-        self.labels = _check_labels(labels, self.num_images)
+        self.labels = check_labels(labels, self.num_images)
 
     def get(self, i: int) -> np.ndarray:
         return self.images[i]
@@ -98,7 +99,7 @@ class ListSource(ImageSource):
     def __init__(self, images: Sequence[np.ndarray], labels: Sequence[int] | None = None):
         self.images = [_check_image(im, f"image {i}") for i, im in enumerate(images)]
         self.num_images = len(self.images)
-        self.labels = _check_labels(labels, self.num_images)
+        self.labels = check_labels(labels, self.num_images)
 
     def get(self, i: int) -> np.ndarray:
         return self.images[i]
@@ -163,14 +164,14 @@ class DatasetSource(ImageSource):
 
     @cached_property
     def labels(self) -> np.ndarray:  # type: ignore[override]
-        return _check_labels([int(self._item(i)[1]) for i in range(self.num_images)], self.num_images)
+        return check_labels([int(self._item(i)[1]) for i in range(self.num_images)], self.num_images)
 
 
 def as_image_source(images: Any, labels: Sequence[int] | None = None) -> ImageSource:
     """Wrap what the user has: an array, a list of arrays, a folder path, a dataset, or a source."""
     if isinstance(images, ImageSource):
         if labels is not None:
-            images.labels = _check_labels(labels, images.num_images)
+            images.labels = check_labels(labels, images.num_images)
         return images
     if isinstance(images, (str, Path)):
         if labels is not None:
@@ -186,7 +187,7 @@ def as_image_source(images: Any, labels: Sequence[int] | None = None) -> ImageSo
     if hasattr(images, "__getitem__") and hasattr(images, "__len__"):  # a dataset of (image, label)
         src = DatasetSource(images)
         if labels is not None:
-            src.labels = _check_labels(labels, src.num_images)
+            src.labels = check_labels(labels, src.num_images)
         return src
     raise LabelStoreError(
         f"cannot read images from a {type(images).__name__}: pass a uint8 array, a list of arrays, "

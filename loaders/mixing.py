@@ -66,7 +66,8 @@ def mix_targets(targets: torch.Tensor, mix: Mix | None) -> torch.Tensor:
     return targets * lam + targets[partner] * (1.0 - lam)
 
 
-def _stats(values: Sequence[float] | float, gray: bool, name: str) -> list[float]:
+def per_channel(values: Sequence[float] | float, gray: bool, name: str) -> list[float]:
+    """Normalisation constants `values` (1 or 3) as one per input channel: 1 for grey, 3 for colour."""
     v = [float(values)] if np.isscalar(values) else [float(x) for x in values]
     if len(v) not in (1, 3):
         raise LabelStoreError(f"{name} needs 1 or 3 values (per channel), got {len(v)}")
@@ -95,7 +96,8 @@ def to_model_input(
     x = to_device(pixels, device)
     if gray:
         x = x[:, :1]
-    scale, shift = _normalisation(tuple(_stats(mean, gray, "mean")), tuple(_stats(std, gray, "std")), x.device)
+    scale, shift = _normalisation(tuple(per_channel(mean, gray, "mean")), tuple(per_channel(std, gray, "std")),
+                                  x.device)
     # One new tensor, then in-place work: fresh 60 MB buffers cost more in page faults than the
     # arithmetic. Normalising is per-pixel affine, so mixing after it gives the same images as
     # mixing before it (CutMix bit for bit; Mixup up to rounding, identically in record and replay).

@@ -15,6 +15,7 @@ import torch
 
 from labelstore import CropPolicy, LabelFile, LabelStoreError, Mix, MixPolicy, draw_crops, draw_mix, draw_order
 
+from ._replay_checks import check_images, check_pool, resolve_batch_size, resolve_class_labels, resume_position
 from ._transfer import Prefetch, pinned, to_device
 from .backend import CropBatch, PixelBackend
 from .contract import check_replay, dtype_of, pixel_settings
@@ -133,13 +134,13 @@ class ReplayLoader:
         self.segment = max(1, int(segment))
         self.num_images = self.labels.num_images
         self.num_classes = self.labels.num_classes
-        self._check_images()
-        self.batch_size = self._resolve_batch_size(batch_size)
+        check_images(self.labels, backend)
+        self.batch_size = resolve_batch_size(self.labels, self.schedule, self.epochs, batch_size)
         self.num_batches = -(-self.num_images // self.batch_size)
         if hard_batch_size is not None and int(hard_batch_size) < 1:
             raise LabelStoreError(f"hard_batch_size must be positive, got {hard_batch_size}")
         self.hard_batch_size = int(hard_batch_size or self.batch_size)
-        self.class_labels = self._resolve_class_labels(labels_of_images)
+        self.class_labels = resolve_class_labels(self.labels, backend, self.schedule, labels_of_images)
         uses = [self.schedule.epoch_uses_labels(e, self.epochs) for e in range(self.epochs)]
         self._label_epoch = np.cumsum(uses) - 1  # k of each label-replaying epoch
         # the soft phase of each epoch (a run of label-replaying epochs) and its k within that phase:
@@ -147,69 +148,12 @@ class ReplayLoader:
         starts = [e for e in range(self.epochs) if uses[e] and (e == 0 or not uses[e - 1])]
         self._phase = np.searchsorted(starts, np.arange(self.epochs), side="right") - 1
         self._uses = uses
-        self._check_pool(sum(uses))
+        check_pool(self.labels, self.pool, self.schedule, self.epochs, sum(uses))
+        self._stored = None if self.labels.complete else self.labels.stored_batches()  # what pools draw from
         self._hard_order: tuple[int, np.ndarray | None] = (-1, None)
         self.epoch = 0
         self._done = (0, 0)  # (epoch, steps of it handed out): what state_dict() reports
         self._resume: tuple[int, int] | None = None  # set by load_state_dict: skip that many steps
-
-    # -- checks -------------------------------------------------------------------------
-    def _check_images(self) -> None:
-        n = int(self.backend.num_images)
-        if n != self.num_images:
-            raise LabelStoreError(
-                f"the label file labels {self.num_images} images but the backend holds {n}; "
-                "pair the labels with the image set they were made from"
-            )
-        self.labels.check_images(getattr(self.backend, "fingerprint", None), "the backend's images")
-        sizes = self.labels.image_sizes
-        if sizes is not None and not np.array_equal(sizes, np.asarray(self.backend.image_sizes)):
-            raise LabelStoreError("the backend's image sizes differ from those the labels were made for; "
-                                  "pair the labels with the image set they were made from")
-
-    def _resolve_batch_size(self, batch_size: int | None) -> int:
-        stored = sorted({self.labels.batch_size(e) for e in range(self.labels.num_epochs)})
-        if self.schedule.label_epochs(self.epochs) == 0:  # all hard: any batch size
-            return int(batch_size or stored[0])
-        if len(stored) > 1:
-            raise LabelStoreError(f"the label file's epochs have different batch sizes {stored}; "
-                                  "replay needs one batch size: use a file relabelled with a single batch size")
-        if batch_size is not None and int(batch_size) != stored[0]:
-            raise LabelStoreError(
-                f"batch_size={batch_size} but the label file stores batches of {stored[0]}: soft steps replay "
-                f"whole stored batches (labels depend on batch composition); pass batch_size={stored[0]} or None"
-            )
-        return stored[0]
-
-    def _resolve_class_labels(self, labels_of_images) -> np.ndarray | None:
-        y = labels_of_images if labels_of_images is not None else getattr(self.backend, "labels", None)
-        if y is None:
-            if self.schedule.needs_class_labels:
-                raise LabelStoreError(f"schedule '{self.schedule}' has hard-label steps (or blend / drift gating) and "
-                                      "needs the images' classes: pass labels_of_images= or a backend with labels")
-            return None
-        y = np.asarray(y)
-        if y.shape != (self.num_images,) or y.dtype.kind not in "iu" or (y < 0).any() or (y >= self.num_classes).any():
-            raise LabelStoreError(f"labels_of_images must be {self.num_images} class ids in 0..{self.num_classes - 1}")
-        return y.astype(np.int64)
-
-    def _check_pool(self, label_epochs: int) -> None:
-        S = self.labels.num_epochs
-        self._stored = None if self.labels.complete else self.labels.stored_batches()  # what pools draw from
-        if self.pool is None and label_epochs > 0:
-            partial = [e for e in range(min(S, label_epochs)) if not self.labels.is_complete(e)]
-            if partial:
-                raise LabelStoreError(
-                    f"stored epoch {partial[0]} is partial ({len(self.labels.stored_batches(partial[0]))} of "
-                    f"{self.labels.num_batches(partial[0])} batches, as LPLD's label pools end): replaying whole "
-                    "epochs would skip images; pass pool='replacement' (LPLD) or 'without_replacement' (HALD), "
-                    "which draw from exactly the stored batches")
-        if self.pool is None and label_epochs > S:
-            raise LabelStoreError(
-                f"schedule '{self.schedule}' replays stored labels in {label_epochs} of {self.epochs} epochs but the "
-                f"file stores {S}; pass a pool policy to reuse stored batches: pool='without_replacement' (HALD), "
-                "'replacement' (LPLD) or 'cycle'"
-            )
 
     # -- planning -----------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
@@ -402,21 +346,3 @@ class ReplayLoader:
     def __repr__(self) -> str:
         return (f"<ReplayLoader {self.epochs} epochs, schedule '{self.schedule}', pool {self.pool}, "
                 f"batch {self.batch_size}, rank {self.rank}/{self.world_size}>")
-
-
-def resume_position(state: dict[str, Any], settings: dict[str, Any], epochs: int, steps_in) -> tuple[int, int]:
-    """(epoch, steps to skip) from a saved state, after checking it was saved with the same plan."""
-    if not isinstance(state, dict) or "epoch" not in state or "step" not in state:
-        raise LabelStoreError("load_state_dict needs the dict state_dict() returned ({'epoch', 'step', 'plan'})")
-    saved = state.get("plan") or {}
-    diff = [k for k in settings if k in saved and saved[k] != settings[k]]
-    if diff:
-        said = "; ".join(f"{k}: saved {saved[k]!r}, now {settings[k]!r}" for k in diff)
-        raise LabelStoreError(f"this position was saved by a loader that plans other steps ({said}); "
-                              "resume with the settings and label file of the saved run")
-    epoch, step = int(state["epoch"]), int(state["step"])
-    if not 0 <= epoch <= epochs or step < 0:
-        raise LabelStoreError(f"the saved position (epoch {epoch}, step {step}) is outside training's {epochs} epochs")
-    if epoch < epochs and step >= steps_in(epoch):  # a finished epoch: continue with the next one
-        epoch, step = epoch + 1, 0
-    return epoch, step

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset, Sampler, get_worker_info
 from labelstore import LabelStoreError
 
 from .pairs import StepTargets
-from .replay import resume_position
+from ._replay_checks import resume_position
 from .torch_backend import TorchBackend
 
 if TYPE_CHECKING:
