@@ -45,6 +45,8 @@ class RecoverConfig:
     out_dir: str = "runs/recover"
     method: str = "sre2l"  # "sre2l" (first teacher) or "cvdd" (a committee per image index)
     ipc: int = 10  # images per class
+    # recover only these class ids (e.g. 100 of ImageNet-1K's 1000); None: every class of the teachers
+    classes: list[int] | None = None
     iterations: int = 150
     lr: float = 0.25  # Adam on the normalised image tensor, betas (0.5, 0.9) as SRe2L
     r_bn: float = 0.01
@@ -109,17 +111,29 @@ def _augment(x: torch.Tensor, gen: torch.Generator, scale: tuple[float, float], 
     return x
 
 
+def resolved_classes(cfg: RecoverConfig, num_classes: int) -> np.ndarray:
+    """The class ids to recover: `cfg.classes` (checked against the teachers' classes), else all."""
+    if cfg.classes is None:
+        return np.arange(num_classes, dtype=np.int64)
+    c = np.asarray(cfg.classes, dtype=np.int64)
+    if c.ndim != 1 or not len(c) or (c < 0).any() or (c >= num_classes).any() or len(np.unique(c)) != len(c):
+        raise LabelStoreError(f"--classes must be distinct class ids in 0..{num_classes - 1} (the teachers' "
+                              f"classes), got {list(cfg.classes)[:8]}{'...' if len(cfg.classes) > 8 else ''}")
+    return c
+
+
 def resolved_batch_size(cfg: RecoverConfig, num_classes: int) -> int:
     """The batch size `cfg` means (see RecoverConfig.batch_size); CV-DD keeps one index per batch."""
     if cfg.batch_size:
         return int(cfg.batch_size)
-    total = num_classes * cfg.ipc
-    return total if cfg.method == "sre2l" and total <= 256 else num_classes
+    n = len(resolved_classes(cfg, num_classes))
+    total = n * cfg.ipc
+    return total if cfg.method == "sre2l" and total <= 256 else n
 
 
-def _targets(num_classes: int, ipc: int, batch_size: int) -> list[np.ndarray]:
+def _targets(classes: np.ndarray, ipc: int, batch_size: int) -> list[np.ndarray]:
     """Labels grouped into batches: image index k covers every class once (SRe2L order)."""
-    labels = np.tile(np.arange(num_classes, dtype=np.int64), ipc)
+    labels = np.tile(classes, ipc)
     return [labels[i : i + batch_size] for i in range(0, len(labels), batch_size)]
 
 
@@ -136,7 +150,7 @@ def recover_images(cfg: RecoverConfig, teachers: list[Teacher], progress: bool =
     augment = dict(scale=scale, flip=resolved_flip(cfg.flip, [t.meta for t in teachers]),
                    jitter=cfg.jitter if cfg.jitter is not None else size // 14)
     gen = torch.Generator().manual_seed(cfg.seed)
-    batches = _targets(num_classes, cfg.ipc, resolved_batch_size(cfg, num_classes))
+    batches = _targets(resolved_classes(cfg, num_classes), cfg.ipc, resolved_batch_size(cfg, num_classes))
     k = min(cfg.committee_size, len(teachers)) if cfg.method == "cvdd" else 1
     matchers = [BNStatsLoss(t.model, cfg.first_bn_mul) for t in teachers]  # hooks, removed at the end
     images, rows = [], []
@@ -208,11 +222,11 @@ def _recover_batch(cfg: RecoverConfig, committee: list[tuple[float, Teacher, BNS
 
 def save_grid(path: str | Path, images: np.ndarray, labels: np.ndarray, num_classes: int,
               max_per_class: int = 10, max_classes: int = 20, cell: int = 64) -> Path:
-    """A PNG preview: one row per class (up to `max_classes`), `max_per_class` images each."""
+    """A PNG preview: one row per recovered class (up to `max_classes`), `max_per_class` images each."""
     from PIL import Image
 
     rows = []
-    for c in range(min(num_classes, max_classes)):
+    for c in np.unique(labels)[:max_classes]:  # the recovered classes (a --classes subset of 1000, say)
         sel = images[labels == c][:max_per_class]
         tiles = [np.asarray(Image.fromarray(im.squeeze(-1) if im.shape[-1] == 1 else im)
                             .convert("RGB").resize((cell, cell), Image.NEAREST)) for im in sel]

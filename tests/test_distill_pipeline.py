@@ -72,6 +72,24 @@ def test_recover_sre2l(teachers, tmp_path):
     assert accuracy(model, ds, meta["mean"], meta["std"], progress=False) >= 0.5
 
 
+def test_recover_a_subset_of_classes(teachers, tmp_path, capsys):
+    cfg = RecoverConfig(teachers=[str(teachers[0])], out_dir=str(tmp_path), ipc=2, iterations=2, classes=[7, 2, 9],
+                        threads=2, beton=False)
+    ds = load_npz(recover(cfg, progress=False)["images"])
+    assert list(ds.labels) == [7, 2, 9, 7, 2, 9] and ds.num_classes == 10  # the teachers' label space
+    for bad in ([3, 3], [10], []):
+        with pytest.raises(LabelStoreError, match="distinct class ids in 0..9"):
+            recover(RecoverConfig(teachers=[str(teachers[0])], out_dir=str(tmp_path / "x"), iterations=1,
+                                  classes=bad), progress=False)
+    assert not (tmp_path / "x").exists()
+    assert main(["recover", "--teachers", str(teachers[0]), "--out", str(tmp_path / "c"), "--ipc", "1",
+                 "--iterations", "1", "--classes", "0-8:4,9", "--no-beton", "--quiet"]) == 0
+    assert list(load_npz(tmp_path / "c" / "images.npz").labels) == [0, 4, 8, 9]
+    with pytest.raises(SystemExit):
+        main(["recover", "--classes", "0..9"])
+    assert "0-999:10" in capsys.readouterr().err
+
+
 def test_recover_cvdd_committee(teachers, tmp_path):
     cfg = RecoverConfig(teachers=[str(t) for t in teachers], out_dir=str(tmp_path), method="cvdd",
                         ipc=2, iterations=6, committee_size=2, log_every=1, threads=2, beton=False)

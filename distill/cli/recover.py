@@ -19,6 +19,8 @@ def add_args(p) -> None:
     p.add_argument("--method", choices=("sre2l", "cvdd"), default=d.method,
                    help="sre2l: the first teacher; cvdd: a committee per image index")
     p.add_argument("--ipc", type=int, default=d.ipc, help="images per class")
+    p.add_argument("--classes", type=class_ids, default=None, metavar="IDS",
+                   help="recover only these class ids: '0-99', '0,10,20' or '0-999:10' (every 10th); default all")
     p.add_argument("--iterations", type=int, default=d.iterations, help="optimisation steps per batch of images")
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate on the image tensor")
     p.add_argument("--r-bn", type=float, default=d.r_bn, help="weight of the BN statistics loss")
@@ -43,6 +45,19 @@ def add_args(p) -> None:
                    help="write images.beton for --backend ffcv (default: only when the pixels outweigh FFCV's "
                         "16.8 MB page padding)")
     add_common(p)
+
+
+def class_ids(text: str) -> list[int]:
+    """'0-99', '3,7,12' or 'start-stop:step' (stop included) as a list of class ids."""
+    out = []
+    try:
+        for part in text.split(","):
+            span, _, step = part.partition(":")
+            lo, dash, hi = span.partition("-")
+            out += list(range(int(lo), int(hi) + 1, int(step or 1))) if dash else [int(lo)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"cannot read class ids {text!r}: write e.g. 0-99, 0,10,20 or 0-999:10") from None
+    return out
 
 
 def run(args) -> int:
