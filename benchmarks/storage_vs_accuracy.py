@@ -41,9 +41,9 @@ from distill.data import ImageDataset, fashion_mnist, save_npz
 from distill.recover import RecoverConfig, recover
 from distill.relabel import RelabelConfig, relabel
 from distill.squeeze import SqueezeConfig, squeeze
-from distill.recipes import RECIPES
+from distill.recipes import RECIPES, get_recipe
 from distill.train import TrainConfig, train
-from labelstore import LabelFile, LabelWriter, parse_codec_spec
+from labelstore import LabelFile, LabelStoreError, LabelWriter, parse_codec_spec
 
 from ._scope import torch_rng_kept, torch_threads
 from ._sva_report import DEFAULT_RECIPE, summarise
@@ -71,9 +71,9 @@ def parse_args(argv=None):
                         "blend = blend:w=0.7 (every step 0.7 soft + 0.3 hard loss), "
                         "HALD-auto = hald:hard=auto (hard share 0.5 / S), <name>+correct = <schedule>|correct "
                         "(drifting crops' labels corrected)")
-    p.add_argument("--recipes", nargs="+", default=[DEFAULT_RECIPE], choices=list(RECIPES),
-                   help="student recipes (distill.recipes): labelstore (this project's), hald (HALD's train_fkd.py), "
-                        "sre2l, cvdd; every schedule runs under each (default %(default)s)")
+    p.add_argument("--recipes", nargs="+", default=[DEFAULT_RECIPE],
+                   help=f"student recipes (distill.recipes: {', '.join(RECIPES)}, or a spec such as "
+                        "'hald:kd_t_squared=true' for an ablation); every schedule runs under each (default %(default)s)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--first-seed", type=int, default=0,
                    help="student seeds run are first-seed ... first-seed + seeds - 1 (add seeds to a grid measured elsewhere)")
@@ -110,6 +110,11 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cpu", help="torch device of every step (cuda: students share one GPU)")
     p.add_argument("--workers", type=int, default=1, help="student runs in parallel (processes)")
     a = p.parse_args(argv)
+    for spec in a.recipes:
+        try:
+            get_recipe(spec)
+        except LabelStoreError as e:
+            p.error(str(e))
     if a.teacher and len(a.teacher) < 2 and (a.committee or "cvdd" in a.sources):
         if "cvdd" in a.sources:
             p.error("CV-DD recovery needs two teachers: pass two --teacher checkpoints or drop cvdd from --sources")

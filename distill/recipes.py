@@ -17,6 +17,9 @@ Read from the public training scripts (commits in docs/distill.md):
   of stored batches emptied at each soft phase.
 - ``sre2l``: SRe2L's ``validate/train_FKD.py``: KL at T=20 without T^2, a cosine over the epochs
   stepped per epoch, wd on weights only; all soft.
+A spec changes settings of a named recipe for ablations: ``hald:kd_t_squared=true`` is HALD's
+recipe with Hinton's T^2 put back.
+
 - ``cvdd``: CV-DD's ``validate/train_fkd.py``: SRe2L's, with eta 2 (ImageNet-1K ResNet-18 at IPC
   1 and 10). Its 16-image batches split into two forward passes of 8 are not reproduced: the
   batch is the label file's.
@@ -24,7 +27,7 @@ Read from the public training scripts (commits in docs/distill.md):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 
 from distill.optim import cosine_lr
 from labelstore.errors import LabelStoreError
@@ -49,6 +52,14 @@ class Recipe:
     hard_batch_size: int | None  # batch size of all-hard epochs (None: the stored batch size)
     pool: str  # loaders.pools policy
 
+    def __post_init__(self):
+        if self.lr_per not in ("step", "epoch") or self.hard_mix not in ("cutmix", "mixup", "none"):
+            raise LabelStoreError(f"recipe {self.name!r}: lr_per is 'step' or 'epoch' and hard_mix 'cutmix', 'mixup' "
+                                  f"or 'none', got {self.lr_per!r} and {self.hard_mix!r}")
+        if self.temperature <= 0 or self.lr <= 0 or self.lr_eta <= 0 or not 0 <= self.label_smoothing < 1:
+            raise LabelStoreError(f"recipe {self.name!r}: temperature, lr and lr_eta must be positive and "
+                                  "label_smoothing in [0, 1)")
+
     def as_dict(self) -> dict:
         return asdict(self)
 
@@ -72,12 +83,41 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def get_recipe(name: str) -> Recipe:
-    """The recipe called `name`; a LabelStoreError listing the others when there is none."""
+def get_recipe(spec: str) -> Recipe:
+    """The recipe `spec` names: `hald`, or a recipe with some settings changed, `hald:kd_t_squared=true,
+    label_smoothing=0.1` (for ablations); a LabelStoreError naming the recipes and settings otherwise."""
+    name, _, body = str(spec).partition(":")
     try:
-        return RECIPES[name]
+        recipe = RECIPES[name.strip()]
     except KeyError:
         raise LabelStoreError(f"unknown recipe {name!r}; use one of {', '.join(RECIPES)}") from None
+    if not body.strip():
+        return recipe
+    changes = {}
+    types = {f.name: f.type for f in fields(Recipe)}
+    for part in body.split(","):
+        key, eq, value = (x.strip() for x in part.partition("="))
+        if not eq or key not in types or key == "name":
+            raise LabelStoreError(f"cannot read {part!r} in recipe {spec!r}: write key=value with a key of "
+                                  f"{', '.join(k for k in types if k != 'name')}")
+        changes[key] = _value(value, types[key], spec)
+    return replace(recipe, name=str(spec), **changes)
+
+
+def _value(text: str, kind: str, spec: str):
+    """`text` as the recipe field type `kind` (the dataclass's annotation string)."""
+    try:
+        if kind == "bool":
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return text.lower() in ("true", "1")
+        if kind == "float":
+            return float(text)
+        if kind.startswith("int"):
+            return None if text.lower() == "none" else int(text)
+        return text
+    except ValueError:
+        raise LabelStoreError(f"{text!r} in recipe {spec!r} is not a {kind.split(' ')[0]}") from None
 
 
 def lr_at(recipe: Recipe, base: float, epoch: int, epochs: int, step: int, total_steps: int) -> float:

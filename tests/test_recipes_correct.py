@@ -202,3 +202,14 @@ def test_distill_train_records_the_recipe_it_ran(tmp_path, fixed):
     assert [r["lr"] for r in rows][:1] == ["0.001"] and float(rows[-1]["lr"]) == pytest.approx(
         1e-3 * 0.5 * (1 + math.cos(math.pi * 3 / 8)))
     assert rows[0]["corrected"] != "" and rows[1]["corrected"] == ""
+
+
+def test_recipe_specs_change_named_settings_for_ablations():
+    r = get_recipe("hald:kd_t_squared=true,label_smoothing=0.1,hard_batch_size=none")
+    assert (r.kd_t_squared, r.label_smoothing, r.hard_batch_size, r.temperature) == (True, 0.1, None, 20.0)
+    cfg, run = resolve_recipe(TrainConfig(recipe="hald:hard_batch_size=20"))
+    assert cfg.hard_batch_size == 20 and run.name == "hald:hard_batch_size=20"
+    for bad, msg in (("hald:foo=1", "key=value"), ("hald:kd_t_squared=yes", "not a bool"),
+                     ("hald:lr_per=week", "lr_per"), ("hald:label_smoothing=1", r"\[0, 1\)")):
+        with pytest.raises(LabelStoreError, match=msg):
+            get_recipe(bad)

@@ -24,10 +24,11 @@ def add_args(p) -> None:
     p.add_argument("--schedule", default=d.schedule,
                    help="hald | soft | hard | soft:75,hard:150,soft:75 | <any>|drift | <any>|correct | blend:w=0.7 ...")
     p.add_argument("--epochs", type=int, default=d.epochs, help="training epochs")
-    p.add_argument("--recipe", default=d.recipe, choices=tuple(RECIPES),
-                   help="the student recipe the settings below default to: labelstore (this project's), hald (HALD's "
-                        "train_fkd.py: KL at T=20 without T^2, cosine per epoch over 2x the epochs, hard steps with "
-                        "CutMix and label smoothing 0.8 in batches of 16), sre2l, cvdd (docs/distill.md)")
+    p.add_argument("--recipe", default=d.recipe,
+                   help=f"the student recipe the settings below default to: {', '.join(RECIPES)}; labelstore is this "
+                        "project's, hald HALD's train_fkd.py (KL at T=20 without T^2, cosine per epoch over 2x the "
+                        "epochs, hard steps with CutMix and label smoothing 0.8 in batches of 16); "
+                        "'hald:kd_t_squared=true' changes one setting (docs/distill.md)")
     p.add_argument("--pool", default=None, choices=POOL_POLICIES,
                    help="how stored batches are reused (label pools: fewer stored epochs than soft ones); default the recipe's")
     p.add_argument("--kd-temperature", "--temperature", dest="temperature", type=float, default=None, metavar="T",
