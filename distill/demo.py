@@ -24,7 +24,7 @@ import torch
 from distill.config import config_dict, read_config
 from distill.tables import write_csv
 
-__all__ = ["DemoConfig", "demo", "schedule_slug"]
+__all__ = ["DemoConfig", "demo", "schedule_slug", "schedule_name"]
 
 
 @dataclass
@@ -107,7 +107,8 @@ def demo(cfg: DemoConfig, progress: bool = True) -> dict[str, Any]:
     for name, lab in sets.items():
         if name == "sre2l":  # the same logits as "full", in SRe2L's files: the same student
             continue
-        scheds = ["soft"] if name == "budget" else cfg.schedules
+        # all-soft always runs: the label sets are compared on it, the other schedules against it
+        scheds = ["soft"] if name == "budget" else ["soft"] + [s for s in cfg.schedules if s != "soft"]
         for sched in scheds:
             key = (name, _resolved(sched, lab["stored_epochs"]))
             if key not in runs:
@@ -257,6 +258,15 @@ def train_student(cfg: DemoConfig, out: Path, set_name: str, sched: str, images:
             "cached": cached}
 
 
+NAMES = {"soft": "all-soft", "hald": "HALD", "hald:hard=auto": "HALD-auto", "hard": "all-hard"}
+
+
+def schedule_name(schedule: str) -> str:
+    """The name the papers use for a schedule string: 'hald' -> 'HALD', 'soft|correct' -> 'all-soft+correct'."""
+    base, bar, mod = schedule.partition("|")
+    return NAMES.get(base, base) + (f"+{mod}" if bar else "")
+
+
 SET_TITLES = {"sre2l": "SRe2L layout (a torch.save file per batch)", "full": "labelstore, every epoch, dense fp16",
               "budget": "labelstore, under the budget", "few": "labelstore, few stored epochs"}
 
@@ -268,7 +278,7 @@ def _print_table(cfg: DemoConfig, out: Path, rows: list[dict], teacher_acc: floa
           f"{100 * teacher_acc:.1f}%, students {cfg.student_model} x {cfg.student_epochs} epochs at batch "
           f"{cfg.batch_size}; {100 * sets['full']['mismatch']:.1f}% of the stored crops have teacher top-1 != class")
     scheds = list(dict.fromkeys(r["schedule"] for r in rows))
-    print(f"{'labels':<44}{'epochs':>7}{'codec':>17}{'bytes':>12}" + "".join(f"{s:>16}" for s in scheds))
+    print(f"{'labels':<44}{'epochs':>7}{'codec':>17}{'bytes':>12}" + "".join(f"{schedule_name(s):>16}" for s in scheds))
     for name in ("sre2l", "full", "budget", "few"):
         mine = {r["schedule"]: r for r in rows if r["labels"] == name}
         r0 = next(iter(mine.values()))
@@ -277,9 +287,11 @@ def _print_table(cfg: DemoConfig, out: Path, rows: list[dict], teacher_acc: floa
               + "".join(f"{100 * mine[s]['test_acc']:>15.2f}%" if s in mine else f"{'':>16}" for s in scheds)
               + ("  (cached)" if all(r["cached"] for r in mine.values()) else ""))
     full, few = ({r["schedule"]: r["test_acc"] for r in rows if r["labels"] == n} for n in ("full", "few"))
-    for s in scheds[1:]:
-        print(f"{s} - soft: {100 * (few[s] - few['soft']):+.2f} points with {cfg.few} stored epoch(s), "
-              f"{100 * (full[s] - full['soft']):+.2f} with {cfg.student_epochs}")
+    for s in (s for s in scheds if s != "soft"):
+        print(f"{schedule_name(s)} - all-soft: {100 * (few[s] - few['soft']):+.2f} points with {cfg.few} stored "
+              f"epoch(s), {100 * (full[s] - full['soft']):+.2f} with {cfg.student_epochs}"
+              + (f" (at {cfg.student_epochs} stored epochs it is the schedule {_resolved(s, cfg.student_epochs)})"
+                 if _resolved(s, cfg.student_epochs) != _resolved(s, 1) and "auto" in s else ""))
     print(f"SRe2L's layout needs {sets['sre2l']['bytes'] / sets['budget']['bytes']:.0f}x the budgeted file's bytes "
           f"({sets['sre2l']['files']} files)")
     print("stage times: " + ", ".join(f"{k} {_fmt_time(v)}" for k, v in times.items())
@@ -316,13 +328,13 @@ def _write(out: Path, rows: list[dict], teacher_acc: float, cfg: DemoConfig) -> 
             if r is not None:
                 xs.append(j + (i - (len(scheds) - 1) / 2) * width)
                 ys.append(100 * r["test_acc"])
-        bs = right.bar(xs, ys, width, label=s)
+        bs = right.bar(xs, ys, width, label=schedule_name(s))
         for b, y in zip(bs, ys):
             right.text(b.get_x() + b.get_width() / 2, y + 0.4, f"{y:.1f}", ha="center", fontsize=7)
     right.axhline(100 * teacher_acc, color="k", ls="--", lw=1, label=f"teacher {100 * teacher_acc:.1f}%")
     right.set_xticks(range(len(names)))
-    right.set_xticklabels([f"{n}\n{next(r['stored_epochs'] for r in rows if r['labels'] == n)} epochs" for n in names],
-                          fontsize=8)
+    epochs = [next(r["stored_epochs"] for r in rows if r["labels"] == n) for n in names]
+    right.set_xticklabels([f"{n}\n{e} stored epoch{'s' if e != 1 else ''}" for n, e in zip(names, epochs)], fontsize=8)
     lo = min(100 * r["test_acc"] for r in rows)
     right.set(ylabel="student test top-1 (%)", ylim=(max(0, lo - 10), 100))
     right.legend(fontsize=8, loc="upper right", ncol=2)
