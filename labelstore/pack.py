@@ -101,18 +101,7 @@ def pack(
     codec only. The result reports what the written file holds, read back from it.
     """
     out = Path(out)
-    image_set = None
-    if images is not None:
-        from .imageset import describe_image_set
-
-        image_set = describe_image_set(images)
-        if num_images is not None and int(num_images) != image_set.num_images:
-            raise LabelStoreError(f"--num-images {num_images} but --images holds {image_set.num_images} ({image_set.what})")
-        num_images = image_set.num_images
-        if image_size is None and image_set.image_sizes is not None:
-            image_size = image_set.image_sizes
-        if fingerprint is None and image_set.fingerprint:
-            fingerprint = image_set.fingerprint
+    image_set, num_images, image_size, fingerprint = _image_set(images, num_images, image_size, fingerprint)
     reader = open_source(src, layout, image_size=image_size, num_classes=num_classes, batch_size=batch_size,
                          order=order, order_from=Path(order_from) if order_from else None, num_images=num_images,
                          source_temperature=source_temperature, skip_bad=skip_bad, allow_pickle=allow_pickle)
@@ -127,56 +116,14 @@ def pack(
         raise LabelStoreError(f"no usable epoch in {src}: {'; '.join(skipped[:3])}")
 
     sample = reader.sample_logits(sample_records, epochs)
-    plan = None
     fingerprint = resolve_fingerprint(fingerprint)
-    if budget is not None:
-        from .budget import plan_for_source
-
-        codecs = None
-        if codec is not None:
-            spec = codec if isinstance(codec, str) else None
-            if spec is None:
-                raise LabelStoreError("with a budget, give the codec as a spec string (e.g. 'topk:k=10'), or leave it out")
-            parse_codec_spec(spec, info.num_classes)  # a typo is an error, not another codec
-            codecs = (spec,)
-        plan = plan_for_source(reader, epochs, parse_size(budget), sample, fingerprint=fingerprint,
-                               **({"codecs": codecs} if codecs else {}))
-        chosen = plan.chosen
-        codec_obj, stored = chosen.codec, chosen.stored_epochs
-        log(f"budget {plan.budget:,} B: chose {chosen.codec_spec} with {stored}/{len(epochs)} epochs stored, "
-            f"predicted {chosen.predicted_bytes:,} B, KL@T=20 {chosen.fidelity.kl_t20:.2e}, "
-            f"KL@T=1 {chosen.fidelity.kl_t1:.2e}, top-1 agreement {100 * chosen.fidelity.top1:.2f}%")
-    else:
-        codec = "dense16" if codec is None else codec
-        codec_obj = parse_codec_spec(codec, info.num_classes) if isinstance(codec, str) else codec
-        if codec_obj.needs_fit and not codec_obj.is_fitted:
-            codec_obj.fit(sample)
-        stored = len(epochs)
+    codec_obj, stored, plan = _choose_codec(reader, epochs, codec, budget, sample, fingerprint, log)
     keep = epochs[:stored]  # LPLD's label pool: the first epochs
-
     writer = _make_writer(reader, out, codec_obj, keep, fingerprint, overwrite)
     resumed = len(writer.written)
     if resumed:
         log(f"resuming {out}: {resumed} batches already written")
-    bar = _bar(sum(len(reader.stored_batches(e)) for e in keep), progress, initial=resumed)
-    explicit_crops, explicit_mix = writer.header["crops"] == "explicit", writer.header["mix"] == "explicit"
-    try:
-        for k, e in enumerate(keep):
-            writer.begin_epoch(k, info.batch_size, reader.order(e), batches=reader.stored_batches(e))
-            done = {b for (ee, b) in writer.written if ee == k}
-            for ib in reader.iter_epoch(e, skip=done):
-                writer.write_batch(k, ib.batch, ib.logits, boxes=ib.boxes if explicit_crops else None,
-                                   flips=ib.flips if explicit_crops else None, mix=ib.mix if explicit_mix else None)
-                bar.update(1)
-        if plan is not None and writer.data_nbytes > plan.budget:
-            raise LabelStoreError(f"the labels take {writer.data_nbytes:,} B, over the budget {plan.budget:,} B (the sample "
-                                  "under-predicted them); pick a smaller configuration from `labelstore budget`")
-        path = writer.finalize()
-    except BaseException:
-        writer.close()
-        raise
-    finally:
-        bar.close()
+    path = _write_batches(reader, writer, keep, plan, progress, resumed)
     size = path.stat().st_size
     if plan is not None and size > plan.budget:
         path.unlink()
@@ -190,6 +137,75 @@ def pack(
                                     for e in partial]
     return PackResult(path, info.layout, records, len(keep), keep, codec_obj.get_config(), size,
                       skipped, notes, plan, resumed)
+
+
+def _image_set(images, num_images, image_size, fingerprint):
+    """The image set `--images` names (or None), and the count, sizes and fingerprint it settles."""
+    if images is None:
+        return None, num_images, image_size, fingerprint
+    from .imageset import describe_image_set
+
+    image_set = describe_image_set(images)
+    if num_images is not None and int(num_images) != image_set.num_images:
+        raise LabelStoreError(f"--num-images {num_images} but --images holds {image_set.num_images} ({image_set.what})")
+    if image_size is None and image_set.image_sizes is not None:
+        image_size = image_set.image_sizes
+    if fingerprint is None and image_set.fingerprint:
+        fingerprint = image_set.fingerprint
+    return image_set, image_set.num_images, image_size, fingerprint
+
+
+def _choose_codec(reader: SourceReader, epochs: list[int], codec, budget, sample: np.ndarray, fingerprint,
+                  log: Callable[[str], None]):
+    """(codec, stored epochs, budget plan or None): the budget planner's choice, else `codec` (fitted on the sample)."""
+    info = reader.info
+    if budget is None:
+        codec = "dense16" if codec is None else codec
+        codec_obj = parse_codec_spec(codec, info.num_classes) if isinstance(codec, str) else codec
+        if codec_obj.needs_fit and not codec_obj.is_fitted:
+            codec_obj.fit(sample)
+        return codec_obj, len(epochs), None
+    from .budget import plan_for_source
+
+    codecs = None
+    if codec is not None:
+        spec = codec if isinstance(codec, str) else None
+        if spec is None:
+            raise LabelStoreError("with a budget, give the codec as a spec string (e.g. 'topk:k=10'), or leave it out")
+        parse_codec_spec(spec, info.num_classes)  # a typo is an error, not another codec
+        codecs = (spec,)
+    plan = plan_for_source(reader, epochs, parse_size(budget), sample, fingerprint=fingerprint,
+                           **({"codecs": codecs} if codecs else {}))
+    chosen = plan.chosen
+    log(f"budget {plan.budget:,} B: chose {chosen.codec_spec} with {chosen.stored_epochs}/{len(epochs)} epochs stored, "
+        f"predicted {chosen.predicted_bytes:,} B, KL@T=20 {chosen.fidelity.kl_t20:.2e}, "
+        f"KL@T=1 {chosen.fidelity.kl_t1:.2e}, top-1 agreement {100 * chosen.fidelity.top1:.2f}%")
+    return chosen.codec, chosen.stored_epochs, plan
+
+
+def _write_batches(reader: SourceReader, writer: LabelWriter, keep: list[int], plan, progress: bool,
+                   resumed: int) -> Path:
+    """Every batch of the kept epochs into `writer` (those a resumed journal holds skipped); the sealed file."""
+    info = reader.info
+    bar = _bar(sum(len(reader.stored_batches(e)) for e in keep), progress, initial=resumed)
+    explicit_crops, explicit_mix = writer.header["crops"] == "explicit", writer.header["mix"] == "explicit"
+    try:
+        for k, e in enumerate(keep):
+            writer.begin_epoch(k, info.batch_size, reader.order(e), batches=reader.stored_batches(e))
+            done = {b for (ee, b) in writer.written if ee == k}
+            for ib in reader.iter_epoch(e, skip=done):
+                writer.write_batch(k, ib.batch, ib.logits, boxes=ib.boxes if explicit_crops else None,
+                                   flips=ib.flips if explicit_crops else None, mix=ib.mix if explicit_mix else None)
+                bar.update(1)
+        if plan is not None and writer.data_nbytes > plan.budget:
+            raise LabelStoreError(f"the labels take {writer.data_nbytes:,} B, over the budget {plan.budget:,} B (the sample "
+                                  "under-predicted them); pick a smaller configuration from `labelstore budget`")
+        return writer.finalize()
+    except BaseException:
+        writer.close()
+        raise
+    finally:
+        bar.close()
 
 
 def _make_writer(reader: SourceReader, out: Path, codec: LabelCodec, keep: list[int], fingerprint, overwrite) -> LabelWriter:
