@@ -32,6 +32,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,7 @@ from distill.data import ImageDataset, fashion_mnist, save_npz
 from distill.recover import RecoverConfig, recover
 from distill.relabel import RelabelConfig, relabel
 from distill.squeeze import SqueezeConfig, squeeze
+from distill.config import config_dict, read_config
 from distill.recipes import RECIPES, get_recipe
 from distill.train import TrainConfig, train
 from labelstore import LabelFile, LabelStoreError, LabelWriter, parse_codec_spec
@@ -178,6 +180,29 @@ def relabel_mix(mix: str, source: str) -> str:
     return "none" if source == "real" else "cutmix"
 
 
+def base_labels(folder: Path, rc: RelabelConfig) -> tuple[Path, int]:
+    """(file, epochs) to relabel into or reuse: a relabel output of `folder` made with `rc`'s settings
+    and at least `rc.epochs` epochs (its first epochs are what a shorter relabel writes), else a new
+    `S<epochs>-dense16.h5` (transcoded files carry no relabel config, so they are never taken)."""
+    skip = ("out", "epochs", "threads", "device", "force")
+    want = {k: v for k, v in config_dict(rc).items() if k not in skip}
+    found = []
+    for path in folder.glob("S*-dense16.h5"):
+        try:
+            rec = read_config(path)["config"]
+        except (OSError, ValueError, KeyError):
+            continue  # a transcoded file
+        if {k: v for k, v in rec.items() if k not in skip} == want and rec["epochs"] >= rc.epochs:
+            found.append((rec["epochs"], path))
+    if found:
+        epochs, path = min(found)
+        return path, epochs
+    path = folder / f"S{rc.epochs}-dense16.h5"
+    if path.exists():  # a transcoded file (or one relabelled otherwise) under the name: relabel refuses it
+        sys.exit(f"storage_vs_accuracy: error: {path} exists but is no relabel output of these settings; move it away")
+    return path, rc.epochs
+
+
 def transcode(src: Path, dst: Path, S: int, codec: str) -> Path:
     """The first S epochs of `src` under another codec (same seed, crops, orders, mixes, header)."""
     if dst.exists():
@@ -256,13 +281,12 @@ def _run(a, cache: Path) -> int:
         if a.committee and source == "real":
             setups.append(("committee", tpaths))
         for tname, tlist in setups:
-            base = cache / "labels" / source / tname / f"S{Smax}-dense16.h5"
-            lab = relabel(RelabelConfig(images=str(images), teachers=[str(t) for t in tlist], out=str(base),
-                                        epochs=Smax, batch_size=a.batch_size, codec="dense16", mix=relabel_mix(a.mix, source),
-                                        threads=a.threads, device=a.device,
-                                        # the documented sweep's crops: relabel's own default for 28 px is now 0.5-1
-                                        crop_scale=(0.08, 1.0)),
-                          progress=False)
+            rc = RelabelConfig(images=str(images), teachers=[str(t) for t in tlist], epochs=Smax, batch_size=a.batch_size,
+                               codec="dense16", mix=relabel_mix(a.mix, source), threads=a.threads, device=a.device,
+                               # the documented sweep's crops: relabel's own default for 28 px is now 0.5-1
+                               crop_scale=(0.08, 1.0))
+            base, epochs = base_labels(cache / "labels" / source / tname, rc)
+            lab = relabel(replace(rc, out=str(base), epochs=epochs), progress=False)
             for codec in a.codecs:
                 Ss = a.S if codec == "dense16" else [s for s in a.S if s in a.codec_S]
                 for S in Ss:
@@ -285,7 +309,8 @@ def _run(a, cache: Path) -> int:
     runs = []  # transcode in this process (files are shared by runs), then train
     for source, tname, codec, S, sched, seed, recipe, images, base, mismatch in todo:
         slug = codec.replace(":", "_").replace("=", "")
-        labels = base if (S == Smax and codec == "dense16") else transcode(base, base.with_name(f"S{S}-{slug}.h5"), S, codec)
+        labels = (base if (S == LabelFile(base).num_epochs and codec == "dense16")
+                  else transcode(base, base.with_name(f"S{S}-{slug}.h5"), S, codec))
         runs.append(((source, tname, codec, S, sched, seed, recipe), images, labels, mismatch))
     from concurrent.futures import ProcessPoolExecutor
     import multiprocessing as mp
