@@ -129,6 +129,14 @@ def _resolved(schedule: str, stored_epochs: int) -> str:
     return str(parse_schedule(schedule).for_labels(stored_epochs))
 
 
+def _all_soft(schedule: str, cfg: DemoConfig) -> bool:
+    """Whether `schedule` (not all-soft by name) has no hard epoch with every student epoch stored."""
+    from loaders import parse_schedule
+
+    s = parse_schedule(schedule).for_labels(cfg.student_epochs)
+    return schedule != "soft" and set(s.kinds(cfg.student_epochs)) == {"soft"}
+
+
 def _stage(title: str) -> None:
     print(f"\n== demo: {title}", flush=True)
 
@@ -290,8 +298,7 @@ def _print_table(cfg: DemoConfig, out: Path, rows: list[dict], teacher_acc: floa
     for s in (s for s in scheds if s != "soft"):
         print(f"{schedule_name(s)} - all-soft: {100 * (few[s] - few['soft']):+.2f} points with {cfg.few} stored "
               f"epoch(s), {100 * (full[s] - full['soft']):+.2f} with {cfg.student_epochs}"
-              + (f" (at {cfg.student_epochs} stored epochs it is the schedule {_resolved(s, cfg.student_epochs)})"
-                 if _resolved(s, cfg.student_epochs) != _resolved(s, 1) and "auto" in s else ""))
+              + (f" (at {cfg.student_epochs} stored epochs it has no hard epoch: all-soft)" if _all_soft(s, cfg) else ""))
     print(f"SRe2L's layout needs {sets['sre2l']['bytes'] / sets['budget']['bytes']:.0f}x the budgeted file's bytes "
           f"({sets['sre2l']['files']} files)")
     print("stage times: " + ", ".join(f"{k} {_fmt_time(v)}" for k, v in times.items())
