@@ -5,10 +5,10 @@ Any schedule of `loaders.schedules` (`hald`, `soft`, `hard`, `soft:75,hard:150,s
 (`distill.recipes`): `labelstore` by default (AdamW lr 1e-3, cosine per step, KL at the KD
 temperature T=4 times T^2 for Fashion-MNIST, label smoothing 0.1 and CutMix in hard steps,
 HALD's label pool without replacement), or a paper's own (`--recipe hald | sre2l | cvdd`);
-a setting given explicitly overrides the recipe's, and the resolved recipe is recorded. An all-hard schedule needs no label file (`distill.hardsteps`). The student is
-tested on the real data set recorded with its inputs (label file, else images config) — its
-test split, or the validation part squeeze held out —, or on `--test-data`, which must fit that
-data set; every epoch is a row of `metrics.csv`; `last.pt` holds what a resumed run needs; the
+a setting given explicitly overrides the recipe's, and the resolved recipe is recorded. An
+all-hard schedule needs no label file (`distill.hardsteps`). The student is tested on the
+real data set recorded with its inputs (label file, else images config) — its test split, or
+the validation part squeeze held out —, or on `--test-data`, which must fit that data set; every epoch is a row of `metrics.csv`; `last.pt` holds what a resumed run needs; the
 resolved config is written beside the checkpoint.
 
 The run reads top to bottom: `build` (inputs, student, optimiser, resumed state),
