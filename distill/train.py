@@ -8,8 +8,9 @@ HALD's label pool without replacement), or a paper's own (`--recipe hald | sre2l
 a setting given explicitly overrides the recipe's, and the resolved recipe is recorded. An
 all-hard schedule needs no label file (`distill.hardsteps`). The student is tested on the
 real data set recorded with its inputs (label file, else images config) — its test split, or
-the validation part squeeze held out —, or on `--test-data`, which must fit that data set; every epoch is a row of `metrics.csv`; `last.pt` holds what a resumed run needs; the
-resolved config is written beside the checkpoint.
+the validation part squeeze held out —, or on `--test-data`, which must fit that data set;
+every epoch is a row of `metrics.csv`; `last.pt` holds what a resumed run needs; the resolved
+config is written beside the checkpoint.
 
 The run reads top to bottom: `build` (inputs, student, optimiser, resumed state),
 `train_one_epoch`, `evaluate_student`, `finish` (checkpoint and summary).
