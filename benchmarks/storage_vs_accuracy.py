@@ -275,6 +275,7 @@ def _run(a, cache: Path) -> int:
     tpaths = teachers(a, cache)
     Smax = max(a.S)
     jobs = []
+    base_epochs: dict[Path, int] = {}  # each relabelled file and its stored epochs
     for source in a.sources:
         images = image_set(source, a, cache, tpaths)
         setups = [("single", [tpaths[0]])]
@@ -286,6 +287,7 @@ def _run(a, cache: Path) -> int:
                                # the documented sweep's crops: relabel's own default for 28 px is now 0.5-1
                                crop_scale=(0.08, 1.0))
             base, epochs = base_labels(cache / "labels" / source / tname, rc)
+            base_epochs[base] = epochs
             lab = relabel(replace(rc, out=str(base), epochs=epochs), progress=False)
             for codec in a.codecs:
                 Ss = a.S if codec == "dense16" else [s for s in a.S if s in a.codec_S]
@@ -309,7 +311,7 @@ def _run(a, cache: Path) -> int:
     runs = []  # transcode in this process (files are shared by runs), then train
     for source, tname, codec, S, sched, seed, recipe, images, base, mismatch in todo:
         slug = codec.replace(":", "_").replace("=", "")
-        labels = (base if (S == LabelFile(base).num_epochs and codec == "dense16")
+        labels = (base if (S == base_epochs[base] and codec == "dense16")
                   else transcode(base, base.with_name(f"S{S}-{slug}.h5"), S, codec))
         runs.append(((source, tname, codec, S, sched, seed, recipe), images, labels, mismatch))
     from concurrent.futures import ProcessPoolExecutor

@@ -145,8 +145,8 @@ class ReplayLoader:
         self._label_epoch = np.cumsum(uses) - 1  # k of each label-replaying epoch
         # the soft phase of each epoch (a run of label-replaying epochs) and its k within that phase:
         # the per-phase pool starts a fresh bag at each phase, as HALD's train_fkd.py does
-        starts = [e for e in range(self.epochs) if uses[e] and (e == 0 or not uses[e - 1])]
-        self._phase = np.searchsorted(starts, np.arange(self.epochs), side="right") - 1
+        self._phase_starts = [e for e in range(self.epochs) if uses[e] and (e == 0 or not uses[e - 1])]
+        self._phase = np.searchsorted(self._phase_starts, np.arange(self.epochs), side="right") - 1
         self._uses = uses
         check_pool(self.labels, self.pool, self.schedule, self.epochs, sum(uses))
         self._stored = None if self.labels.complete else self.labels.stored_batches()  # what pools draw from
@@ -212,7 +212,7 @@ class ReplayLoader:
                 assign = np.stack([np.full(nb, k), np.arange(nb)], 1)
             elif self.pool.per_phase:
                 phase = int(self._phase[epoch])
-                first = int(np.flatnonzero(self._phase == phase)[0])
+                first = self._phase_starts[phase]
                 assign = self.pool.assign(k - int(self._label_epoch[first]), nb, self.labels.num_epochs, self.seed,
                                           self._stored, phase=phase)
             else:
