@@ -96,17 +96,24 @@ class ImageDataset:
         """Side of the (square) images; the larger side for non-square ones."""
         return int(max(self.images.shape[1:3]))
 
+    def subset_indices(self, n: int | None = None, seed: int = 0) -> np.ndarray:
+        """Sorted indices of the class-balanced random subset `subset(n, seed)` takes (all with n None)."""
+        if n is None or n >= len(self):
+            return np.arange(len(self))
+        rng = np.random.default_rng(seed)
+        per_class = max(1, n // self.num_classes)
+        indices = np.concatenate([
+            rng.permutation(np.flatnonzero(self.labels == c))[:per_class] for c in range(self.num_classes)
+        ])
+        indices.sort()
+        return indices
+
     def subset(self, n: int | None = None, seed: int = 0, indices: np.ndarray | None = None) -> "ImageDataset":
         """A class-balanced random subset of about `n` images (or exactly `indices`)."""
         if indices is None:
             if n is None or n >= len(self):
                 return self
-            rng = np.random.default_rng(seed)
-            per_class = max(1, n // self.num_classes)
-            indices = np.concatenate([
-                rng.permutation(np.flatnonzero(self.labels == c))[:per_class] for c in range(self.num_classes)
-            ])
-            indices.sort()
+            indices = self.subset_indices(n, seed)
         return ImageDataset(self.images[indices], self.labels[indices], self.num_classes,
                             self.name, self.class_names)
 

@@ -20,6 +20,7 @@ from labelstore.errors import LabelStoreError
 __all__ = [
     "MODEL_NAMES",
     "ConvNet",
+    "LeNet",
     "build_model",
     "save_checkpoint",
     "load_checkpoint",
@@ -28,10 +29,11 @@ __all__ = [
 ]
 
 SMALL_IMAGE_MAX = 64  # at or below this side, torchvision models use a small-image stem
-MODEL_NAMES = ("convnet", "resnet18", "mobilenetv2", "shufflenetv2", "densenet121")
+MODEL_NAMES = ("convnet", "resnet18", "mobilenetv2", "shufflenetv2", "densenet121", "lenet")
 _ALIASES = {
     "convnetd3": "convnet", "resnet-18": "resnet18", "mobilenet_v2": "mobilenetv2",
     "shufflenet_v2": "shufflenetv2", "shufflenet_v2_x1_0": "shufflenetv2", "densenet-121": "densenet121",
+    "lenet5": "lenet", "lenet-5": "lenet",
 }
 
 
@@ -51,6 +53,27 @@ class ConvNet(nn.Module):
             raise LabelStoreError(f"ConvNet depth {depth} needs images of at least {2 ** depth} px, got {image_size}")
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(width * side * side, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+class LeNet(nn.Module):
+    """LeNet-5 with ReLU and max-pooling, as dataset-distillation papers evaluate across
+    architectures: conv5x5 6 (padded) - pool - conv5x5 16 - pool - 120 - 84 - classes. No
+    BatchNorm, so a student only: recover matches a teacher's BatchNorm statistics."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, image_size: int = 32) -> None:
+        super().__init__()
+        side = (image_size // 2 - 4) // 2
+        if side < 1:
+            raise LabelStoreError(f"LeNet needs images of at least 12 px, got {image_size}")
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2))
+        self.classifier = nn.Sequential(
+            nn.Linear(16 * side * side, 120), nn.ReLU(inplace=True),
+            nn.Linear(120, 84), nn.ReLU(inplace=True), nn.Linear(84, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.features(x), 1))
@@ -131,6 +154,8 @@ def build_model(name: str, num_classes: int, in_channels: int = 3, image_size: i
                               f"image_size={image_size}; all must be positive")
     if key == "convnet":
         return ConvNet(num_classes, in_channels, image_size)
+    if key == "lenet":
+        return LeNet(num_classes, in_channels, image_size)
     if _convnet_width(key) is not None:  # e.g. convnet-w32: the same ConvNet, fewer channels (fast demos)
         return ConvNet(num_classes, in_channels, image_size, width=_convnet_width(key))
     return _TORCHVISION[key](num_classes, in_channels, image_size <= SMALL_IMAGE_MAX)

@@ -21,7 +21,24 @@ def test_forward_at_size(name, size, channels):
         out = model(torch.randn(2, channels, size, size))
     assert out.shape == (2, 10)
     assert torch.isfinite(out).all()
-    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # BN matching needs it
+    if name != "lenet":  # recover's BN matching needs it; LeNet is a student only
+        assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
+def test_lenet_is_refused_as_a_recover_teacher(tmp_path):
+    from distill.recover import RecoverConfig, recover
+
+    model = build_model("lenet", 10, 1, 28)
+    ckpt = save_checkpoint(tmp_path / "lenet.pt", model, {"model": "lenet", "num_classes": 10, "in_channels": 1,
+                                                           "image_size": 28, "test_acc": 0.5})
+    with pytest.raises(LabelStoreError, match="BatchNorm"):
+        recover(RecoverConfig(teachers=[str(ckpt)], out_dir=str(tmp_path / "rec"), ipc=1, iterations=1),
+                progress=False)
+
+
+def test_lenet_too_small():
+    with pytest.raises(LabelStoreError, match="12 px"):
+        build_model("lenet", 10, 1, 8)
 
 
 @pytest.mark.slow
