@@ -1,0 +1,299 @@
+"""CV-DD's committee, heterogeneous: does it beat the best single teacher? (docs/benchmarks.md)
+
+1. Pool: every architecture of --pool (the ConvNet, ResNet-18, MobileNetV2, ShuffleNetV2,
+   DenseNet-121, small-image variants) squeezed on one class-balanced subset of Fashion-MNIST's
+   training split. Priors = each one's top-1 on --prior-images training images that none of
+   them trained on (held out, so the test set never chooses a weight).
+2. Images, 10 per class: SRe2L recovery by the best teacher (highest prior) against CV-DD
+   recovery by a committee of --committee-size teachers per image index, drawn from the pool,
+   weights softmax(prior / 5). Each set is scored by every pool teacher (cross-model
+   recognisability).
+3. Labels: each image set relabelled by the best teacher and by the whole pool as a weighted
+   committee (softmax(prior / 10)), batch-specific BatchNorm, CutMix, max(--S) stored epochs;
+   a shorter S is that file's first S epochs.
+4. Students: all-soft, each --students architecture, --recipes, S, --seeds, full test set.
+
+The 2 x 2 table (recovery by the best teacher or the committee x relabel by the best teacher or
+the committee) per student, recipe and S goes to summary.md, with mean +- std over seeds and the
+differences with their standard error. Everything is cached under --out; a re-run resumes.
+
+    python -m benchmarks.committee                    # the documented run: about 2 h on 2 CPU cores
+    python -m benchmarks.committee --quick            # smoke run: 2 small teachers, minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from distill.data import fashion_mnist, load_npz
+from distill.metrics import accuracy
+from distill.models import load_checkpoint
+from distill.recover import RecoverConfig, recover
+from distill.relabel import RelabelConfig, relabel
+from distill.squeeze import SqueezeConfig, squeeze
+from distill.train import TrainConfig, train
+
+from ._scope import torch_rng_kept, torch_threads
+from .storage_vs_accuracy import base_labels, transcode
+
+POOL = ["convnet", "resnet18", "mobilenetv2", "shufflenetv2", "densenet121"]
+SOURCES = ("best", "committee")  # who recovered the images / who relabelled them
+FIELDS = ["recovery", "relabel", "student", "recipe", "S", "seed", "test_acc", "mismatch", "label_bytes", "seconds"]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smoke run: two small teachers, few steps, one seed")
+    p.add_argument("--out", default=None, help="results and cache folder (default results/committee)")
+    p.add_argument("--pool", nargs="+", default=POOL, help="teacher architectures")
+    p.add_argument("--teacher-subset", type=int, default=10000, help="training images per teacher (one subset)")
+    p.add_argument("--teacher-epochs", type=int, default=2)
+    p.add_argument("--teacher-crop-scale", type=float, nargs=2, default=[0.08, 1.0])
+    p.add_argument("--prior-images", type=int, default=2000, help="held-out training images that measure the priors")
+    p.add_argument("--recover-iterations", type=int, default=300)
+    p.add_argument("--committee-size", type=int, default=2, help="CV-DD teachers per image index in recovery")
+    p.add_argument("--S", type=int, nargs="+", default=[20, 300], help="stored epochs")
+    p.add_argument("--batch-size", type=int, default=20, help="relabel batch size, hence the students'")
+    p.add_argument("--students", nargs="+", default=["convnet-w32", "lenet"], help="student architectures")
+    p.add_argument("--recipes", nargs="+", default=["labelstore", "cvdd"], help="student recipes (distill.recipes)")
+    p.add_argument("--epochs", type=int, default=300, help="student epochs")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--test-subset", type=int, default=None, help="test students on a class-balanced subset")
+    p.add_argument("--workers", type=int, default=2, help="student runs in parallel (processes)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: 2 for the pipeline, 1 per student)")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.pool, a.teacher_subset, a.teacher_epochs, a.prior_images = ["convnet-w16", "convnet-w32"], 1000, 1, 500
+        a.recover_iterations, a.S, a.students, a.recipes = 5, [1, 2], ["convnet-w16"], ["labelstore"]
+        a.epochs, a.seeds, a.test_subset, a.workers = 4, 1, 500, 1
+    if len(a.pool) < 2:
+        p.error("a committee needs at least two --pool architectures")
+    return a
+
+
+def squeeze_pool(a, root: Path) -> list[Path]:
+    """One checkpoint per pool architecture, all trained on the same training subset (cached)."""
+    paths = []
+    for model in a.pool:
+        ckpt = root / "pool" / model / f"{model}.pt"
+        if not ckpt.exists():
+            t = time.time()
+            squeeze(SqueezeConfig(out_dir=str(ckpt.parent), models=[model], epochs=a.teacher_epochs, batch_size=64,
+                                  crop_scale=tuple(a.teacher_crop_scale), train_subset=a.teacher_subset,
+                                  test_subset=2000, seed=0, threads=a.threads or 2), progress=False)
+            print(f"squeeze {model}: {time.time() - t:.0f} s", flush=True)
+        paths.append(ckpt)
+    return paths
+
+
+def measure_priors(a, paths: list[Path]) -> list[float]:
+    """Top-1 (%) of each teacher on training images outside the subset every teacher trained on."""
+    full = fashion_mnist("train")
+    trained = full.subset_indices(a.teacher_subset, seed=0)  # squeeze's own draw (SqueezeConfig seed 0)
+    rest = np.setdiff1d(np.arange(len(full)), trained)
+    held = full.subset(indices=rest)
+    held = held.subset(indices=held.subset_indices(a.prior_images, seed=1))
+    priors = []
+    for path in paths:
+        model, meta = load_checkpoint(path)
+        priors.append(100 * accuracy(model.eval(), held, meta["mean"], meta["std"], int(meta["image_size"]),
+                                     progress=False))
+    return priors
+
+
+def recovered(a, root: Path, source: str, paths: list[Path], priors: list[float], best: int) -> Path:
+    """images.npz recovered by the best teacher (SRe2L) or by committees drawn from the pool (CV-DD)."""
+    path = root / "images" / source / "images.npz"
+    if not path.exists():
+        t = time.time()
+        if source == "best":
+            cfg = RecoverConfig(teachers=[str(paths[best])], method="sre2l")
+        else:
+            cfg = RecoverConfig(teachers=[str(p) for p in paths], method="cvdd", priors=priors,
+                                committee_size=a.committee_size, temperature=5.0)
+        recover(replace(cfg, out_dir=str(path.parent), ipc=10, iterations=a.recover_iterations,
+                        threads=a.threads or 2, beton=False), progress=False)
+        print(f"recover {source}: {time.time() - t:.0f} s", flush=True)
+    return path
+
+
+def recognisability(images: Path, paths: list[Path]) -> dict[str, float]:
+    """Top-1 (%) of every pool teacher on a recovered image set (their own class targets)."""
+    ds = load_npz(images)
+    out = {}
+    for path in paths:
+        model, meta = load_checkpoint(path)
+        out[meta["model"]] = 100 * accuracy(model.eval(), ds, meta["mean"], meta["std"], int(meta["image_size"]),
+                                            progress=False)
+    return out
+
+
+def labelled(a, root: Path, images: Path, recovery: str, rel: str, paths: list[Path], priors: list[float],
+             best: int) -> tuple[Path, dict]:
+    """The max(S)-epoch dense16 file of `images` relabelled by the best teacher or the committee."""
+    teachers, tp = ([paths[best]], [priors[best]]) if rel == "best" else (paths, priors)
+    rc = RelabelConfig(images=str(images), teachers=[str(p) for p in teachers], priors=tp, temperature=10.0,
+                       epochs=max(a.S), batch_size=a.batch_size, codec="dense16", bn="batch", mix="cutmix",
+                       crop_scale=(0.08, 1.0), threads=a.threads or 2)
+    base, epochs = base_labels(root / "labels" / recovery / rel, rc)
+    t = time.time()
+    res = relabel(replace(rc, out=str(base), epochs=epochs), progress=False)
+    if not res["reused"]:
+        print(f"relabel {recovery} images by {rel}: {time.time() - t:.0f} s, top-1 != class "
+              f"{100 * res['mismatch']:.1f}%", flush=True)
+    return base, res
+
+
+def run_student(job: dict) -> tuple[float, float]:
+    """One all-soft student; top-level so a worker process can run it."""
+    t = time.time()
+    with torch_threads(job["threads"]), torch_rng_kept():
+        res = train(TrainConfig(images=job["images"], labels=job["labels"], out_dir=job["work"], model=job["student"],
+                                schedule="soft", recipe=job["recipe"], epochs=job["epochs"],
+                                test_subset=job["test_subset"], seed=job["seed"], threads=job["threads"],
+                                checkpoint_every=0), progress=False)
+    return float(res["test_acc"]), time.time() - t
+
+
+def mean_std(xs: list[float]) -> tuple[float, float]:
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def diff(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """mean(xs) - mean(ys) and the standard error of that difference."""
+    (mx, sx), (my, sy) = mean_std(xs), mean_std(ys)
+    return mx - my, math.sqrt(sx ** 2 / len(xs) + sy ** 2 / len(ys))
+
+
+def report(rows: list[dict], a, info: dict, root: Path) -> str:
+    """Markdown: the pool, recognisability, and one 2 x 2 table per student, recipe and S."""
+    lines = ["Pool (priors: top-1 % on held-out training images; test: top-1 % on test images):", "",
+             "| teacher | prior | test |", "|---|---:|---:|"]
+    for name, p, t in zip(info["pool"], info["priors"], info["test"]):
+        lines.append(f"| {name}{' (best)' if name == info['best'] else ''} | {p:.2f} | {t:.2f} |")
+    lines += ["", "Cross-model recognisability (top-1 % of each pool teacher on the recovered images):", "",
+              "| recovery | " + " | ".join(info["pool"]) + " |", "|---" + "|---:" * len(info["pool"]) + "|"]
+    for src in SOURCES:
+        rec = info["recognisability"][src]
+        lines.append(f"| {src} | " + " | ".join(f"{rec[m]:.0f}" for m in info["pool"]) + " |")
+    acc: dict[tuple, list[float]] = {}
+    for r in rows:
+        acc.setdefault((r["student"], r["recipe"], int(r["S"]), r["recovery"], r["relabel"]), []).append(
+            100 * float(r["test_acc"]))
+    for student in a.students:
+        for recipe in a.recipes:
+            for S in a.S:
+                cell = {(rv, rl): acc.get((student, recipe, S, rv, rl), []) for rv in SOURCES for rl in SOURCES}
+                if not all(cell.values()):
+                    continue
+                n = min(len(v) for v in cell.values())
+                lines += ["", f"Student `{student}`, recipe `{recipe}`, S = {S} (test top-1 %, {n} seeds):", "",
+                          "| recovery \\ relabel | best teacher | committee | committee − best |",
+                          "|---|---:|---:|---:|"]
+                for rv in SOURCES:
+                    (mb, sb), (mc, sc) = mean_std(cell[rv, "best"]), mean_std(cell[rv, "committee"])
+                    d, se = diff(cell[rv, "committee"], cell[rv, "best"])
+                    lines.append(f"| {rv} | {mb:.2f} ± {sb:.1f} | {mc:.2f} ± {sc:.1f} | {d:+.2f} ± {se:.1f} |")
+                row = ["| committee − best |"]
+                for rl in SOURCES:
+                    d, se = diff(cell["committee", rl], cell["best", rl])
+                    row.append(f" {d:+.2f} ± {se:.1f} |")
+                d, se = diff(cell["committee", "committee"], cell["best", "best"])
+                lines.append("".join(row) + f" both: {d:+.2f} ± {se:.1f} |")
+    text = "\n".join(lines) + "\n"
+    (root / "summary.md").write_text(text)
+    (root / "summary.json").write_text(json.dumps(info, indent=1))
+    return text
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    with torch_threads(a.threads or 2), torch_rng_kept():
+        if a.quick and a.out is None:
+            with tempfile.TemporaryDirectory(prefix="committee_quick_") as tmp:
+                return _run(a, Path(tmp))
+        return _run(a, Path(a.out or "results/committee"))
+
+
+def _run(a, root: Path) -> int:
+    t0 = time.time()
+    root.mkdir(parents=True, exist_ok=True)
+    paths = squeeze_pool(a, root)
+    priors = measure_priors(a, paths)
+    best = int(np.argmax(priors))
+    tests = [100 * torch.load(p, map_location="cpu", weights_only=True)["test_acc"] for p in paths]
+    for m, p, t in zip(a.pool, priors, tests):
+        print(f"teacher {m}: prior {p:.2f}% (held-out training images), test {t:.2f}%", flush=True)
+    info = {"pool": a.pool, "priors": priors, "test": tests, "best": a.pool[best], "recognisability": {},
+            "mismatch": {}}
+    jobs = []
+    for rv in SOURCES:
+        images = recovered(a, root, rv, paths, priors, best)
+        info["recognisability"][rv] = recognisability(images, paths)
+        for rl in SOURCES:
+            base, res = labelled(a, root, images, rv, rl, paths, priors, best)
+            info["mismatch"][f"{rv}/{rl}"] = res["mismatch"]
+            for S in a.S:
+                labels = base if S == max(a.S) else transcode(base, base.with_name(f"S{S}-dense16.h5"), S, "dense16")
+                for student in a.students:
+                    for recipe in a.recipes:
+                        for seed in range(a.seeds):
+                            jobs.append({"recovery": rv, "relabel": rl, "student": student, "recipe": recipe, "S": S,
+                                         "seed": seed, "images": str(images), "labels": str(labels),
+                                         "mismatch": res["mismatch"]})
+    csv_path = root / "results.csv"
+    done = {}
+    if csv_path.exists():
+        for r in csv.DictReader(open(csv_path)):
+            done[tuple(str(r[k]) for k in FIELDS[:6])] = r
+    todo = sorted((j for j in jobs if tuple(str(j[k]) for k in FIELDS[:6]) not in done), key=lambda j: j["seed"])
+    print(f"{len(jobs)} students ({len(jobs) - len(todo)} already measured)", flush=True)
+    new = not csv_path.exists()
+    with open(csv_path, "a", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=FIELDS)
+        if new:
+            writer.writeheader()
+        for i, j in enumerate(todo):
+            j.update(work=str(root / "work" / f"run{i}"), threads=1 if a.workers > 1 else (a.threads or 2),
+                     epochs=a.epochs, test_subset=a.test_subset)
+
+        def record(j, acc, secs):
+            row = {k: j[k] for k in FIELDS[:6]} | {"test_acc": round(acc, 5), "mismatch": round(j["mismatch"], 4),
+                                                   "label_bytes": Path(j["labels"]).stat().st_size,
+                                                   "seconds": round(secs, 1)}
+            writer.writerow(row)
+            out.flush()
+            done[tuple(str(row[k]) for k in FIELDS[:6])] = row
+            print(f"{j['recovery']:9} images, {j['relabel']:9} labels, {j['student']:12} {j['recipe']:10} "
+                  f"S={j['S']:<4} seed {j['seed']}: {100 * acc:.2f}% ({secs:.0f} s)", flush=True)
+
+        if a.workers <= 1:
+            for j in todo:
+                record(j, *run_student(j))
+        else:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            with ProcessPoolExecutor(a.workers, mp_context=mp.get_context("spawn")) as pool:
+                futs = {pool.submit(run_student, j): j for j in todo}
+                for f in as_completed(futs):
+                    record(futs[f], *f.result())
+    print(report(list(done.values()), a, info, root))
+    print(f"total {time.time() - t0:.0f} s; {csv_path}, {root / 'summary.md'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
