@@ -26,9 +26,17 @@ class DriftReport:
     spread: np.ndarray  # (N,) Tr(Cov) of an image's soft labels across its crops
     temperature: float
     per_class_spread: np.ndarray = field(default=None)
+    per_class_records: np.ndarray = field(default=None)  # (C,) records per class; None: not counted
+
+    def _present(self) -> np.ndarray:
+        """Classes with stored records (a 100-class subset of ImageNet leaves 900 without any)."""
+        if self.per_class_records is None:
+            return np.arange(len(self.per_class_mismatch))
+        return np.flatnonzero(self.per_class_records > 0)
 
     def summary(self) -> str:
-        worst = np.argsort(-self.per_class_mismatch)[:5]
+        present = self._present()
+        worst = present[np.argsort(-self.per_class_mismatch[present], kind="stable")[:5]]
         return "\n".join([
             f"records            {self.records:,}",
             f"top-1 != class     {100 * self.mismatch:.2f}%  (neither own nor mix partner's class: {100 * self.mismatch_unmixed_partner:.2f}%)",
@@ -47,7 +55,7 @@ class DriftReport:
         fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
         ax[0].hist(self.spread, bins=50, color="tab:blue")
         ax[0].set(title=f"soft-label spread per image (T={self.temperature:g})", xlabel="Tr(Cov) across crops", ylabel="images")
-        ax[1].hist(100 * self.per_class_mismatch, bins=50, color="tab:red")
+        ax[1].hist(100 * self.per_class_mismatch[self._present()], bins=50, color="tab:red")
         ax[1].set(title="top-1 != image class, per class", xlabel="% of records", ylabel="classes")
         fig.tight_layout()
         fig.savefig(path, dpi=120)
@@ -92,7 +100,8 @@ def drift_report(label_file: LabelFile | str | Path, classes: np.ndarray, T: flo
         spread = np.where(seen, sq / np.maximum(count, 1) - (mean * mean).sum(1), 0.0)
         records = int(count.sum())
         return DriftReport(records, float(wrong.sum() / max(records, 1)), wrong_both / max(records, 1),
-                           np.divide(wrong, per, out=np.zeros(C), where=per > 0), np.maximum(spread, 0.0), float(T))
+                           np.divide(wrong, per, out=np.zeros(C), where=per > 0), np.maximum(spread, 0.0), float(T),
+                           per_class_records=per)
     finally:
         if own:
             f.close()

@@ -38,3 +38,15 @@ def test_cli_drift_and_plot(tmp_path, capsys):
     assert "top-1 != class" in capsys.readouterr().out and (tmp_path / "d.png").stat().st_size > 1000
     np.save(tmp_path / "bad.npy", np.arange(5))
     assert cli_main(["drift", str(tmp_path / "l.h5"), "--classes", str(tmp_path / "bad.npy")]) == 2
+
+
+def test_worst_classes_are_classes_with_records(tmp_path):
+    # 1000 classes, images of only three of them (a class subset of ImageNet): the summary's
+    # worst classes are among those three, never a class no record belongs to
+    write_sre2l(tmp_path / "s", num_images=15, num_classes=1000, epochs=2, batch_size=4)
+    pack(tmp_path / "s", tmp_path / "l.h5", progress=False)
+    classes = np.array([5, 500, 999] * 5)
+    rep = drift_report(tmp_path / "l.h5", classes)
+    assert rep.per_class_records.sum() == rep.records == 30
+    worst = rep.summary().splitlines()[-1].removeprefix("worst classes").strip()
+    assert {int(part.split(":")[0]) for part in worst.split(", ")} == {5, 500, 999}

@@ -1,0 +1,146 @@
+"""The 1000-class case with the real ImageNet teachers (EfficientNet-Lite0/1/2), as one command.
+
+1. Images, --ipc per class of --classes (default every 10th ImageNet class, 100 in all):
+   SRe2L recovery by Lite0 and CV-DD recovery by the Lite0/1/2 committee (2 per image index,
+   weights softmax(prior / 5), priors = the models' published ImageNet top-1).
+2. Cross-model recognisability: every Lite model's top-1 on each recovered set (the models
+   that did not recover an image set are the honest judges).
+3. Labels: each set relabelled by each Lite model and by the weighted committee
+   (softmax(prior / 10)), batch-specific BatchNorm, CutMix, --S stored epochs, dense16; the
+   drift report of each at 1000 classes.
+4. Codecs: every codec on the Lite0-relabelled SRe2L labels, learned codecs fitted on a sample
+   of the same file and on the committee-relabelled CV-DD labels (`codec_fidelity --labels`).
+
+Writes summary.md, summary.json and codec_fidelity.csv under --out; every stage is cached.
+On 2 CPU cores one recovery iteration of 100 Lite0 images takes about 40 s, so the default
+(1000 iterations) is a GPU run:
+
+    python -m benchmarks.imagenet_lite --device cuda            # the documented run
+    python -m benchmarks.imagenet_lite --quick                  # smoke run on CPU: 2 classes, 2 iterations
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from distill.cli.recover import class_ids
+from distill.data import load_npz
+from distill.metrics import accuracy
+from distill.recover import RecoverConfig, recover
+from distill.relabel import RelabelConfig, relabel
+from distill.teachers import load_teacher
+
+from ._scope import torch_rng_kept, torch_threads
+from .codec_fidelity import label_file_rows
+
+LITE = ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]
+PRIORS = [75.1, 76.7, 77.6]  # published ImageNet-1K top-1 (%) of Lite0/1/2
+SETS = {"sre2l": "Lite0 (SRe2L)", "cvdd": "Lite0/1/2 committee (CV-DD)"}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smoke run: 2 classes x 1 image, 2 iterations, 2 epochs")
+    p.add_argument("--out", default=None, help="results and cache folder (default results/imagenet_lite)")
+    p.add_argument("--classes", default="0-999:10", help="ImageNet class ids to recover (recover --classes)")
+    p.add_argument("--ipc", type=int, default=1)
+    p.add_argument("--iterations", type=int, default=1000)
+    p.add_argument("--S", type=int, default=100, help="stored epochs per label file")
+    p.add_argument("--batch-size", type=int, default=16, help="relabel batch size (CV-DD's 16)")
+    p.add_argument("--fit", type=int, default=4096, help="records that fit the learned codecs")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args(argv)
+    if a.quick:
+        a.classes, a.ipc, a.iterations, a.S, a.batch_size, a.fit = "0,500", 1, 2, 2, 2, 2
+    return a
+
+
+def recovered(a, root: Path, name: str) -> Path:
+    path = root / "images" / name / "images.npz"
+    if not path.exists():
+        t = time.time()
+        cfg = (RecoverConfig(teachers=LITE[:1], method="sre2l") if name == "sre2l" else
+               RecoverConfig(teachers=LITE, method="cvdd", priors=PRIORS, committee_size=2, temperature=5.0))
+        recover(replace(cfg, out_dir=str(path.parent), ipc=a.ipc, classes=class_ids(a.classes),
+                        iterations=a.iterations, data="none", device=a.device, threads=a.threads, beton=False),
+                progress=False)
+        print(f"recover {name}: {time.time() - t:.0f} s", flush=True)
+    return path
+
+
+def recognisability(a, images: Path) -> dict[str, float]:
+    ds = load_npz(images, num_classes=1000)
+    out = {}
+    for spec in LITE:
+        model, meta = load_teacher(spec, a.device)
+        out[spec] = 100 * accuracy(model, ds, meta["mean"], meta["std"], int(meta["image_size"]), batch_size=50,
+                                   device=a.device, progress=False)
+    return out
+
+
+def labelled(a, root: Path, images: Path, name: str, who: str) -> dict:
+    teachers, priors = (LITE, PRIORS) if who == "committee" else ([who], None)
+    out = root / "labels" / name / f"{who}.h5"
+    res = relabel(RelabelConfig(images=str(images), teachers=teachers, priors=priors, temperature=10.0, out=str(out),
+                                epochs=a.S, batch_size=a.batch_size, codec="dense16", bn="batch", mix="cutmix",
+                                device=a.device, threads=a.threads), progress=False)
+    return {"file": str(out), "bytes": res["bytes"], "mismatch": res["mismatch"], "seconds": res["seconds"]}
+
+
+def report(info: dict, root: Path) -> str:
+    lines = ["Cross-model recognisability (top-1 % of each Lite model on the recovered images):", "",
+             "| images | " + " | ".join(LITE) + " |", "|---" + "|---:" * len(LITE) + "|"]
+    for name, rec in info["recognisability"].items():
+        lines.append(f"| {SETS[name]} | " + " | ".join(f"{rec[m]:.1f}" for m in LITE) + " |")
+    lines += ["", "Stored crops whose teacher top-1 is not the image's class (drift at 1000 classes, CutMix crops):", "",
+              "| images | " + " | ".join(list(LITE) + ["committee"]) + " |", "|---" + "|---:" * (len(LITE) + 1) + "|"]
+    for name, labs in info["labels"].items():
+        lines.append(f"| {SETS[name]} | " + " | ".join(f"{100 * labs[w]['mismatch']:.1f}%" for w in
+                                                        list(LITE) + ["committee"]) + " |")
+    text = "\n".join(lines) + "\n"
+    (root / "summary.md").write_text(text)
+    (root / "summary.json").write_text(json.dumps(info, indent=1))
+    return text
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    with torch_threads(a.threads), torch_rng_kept():
+        if a.quick and a.out is None:
+            with tempfile.TemporaryDirectory(prefix="imagenet_lite_quick_") as tmp:
+                return _run(a, Path(tmp))
+        return _run(a, Path(a.out or "results/imagenet_lite"))
+
+
+def _run(a, root: Path) -> int:
+    import csv
+
+    t0 = time.time()
+    root.mkdir(parents=True, exist_ok=True)
+    info = {"settings": {k: v for k, v in vars(a).items()}, "recognisability": {}, "labels": {}}
+    for name in SETS:
+        images = recovered(a, root, name)
+        info["recognisability"][name] = recognisability(a, images)
+        info["labels"][name] = {who: labelled(a, root, images, name, who) for who in list(LITE) + ["committee"]}
+    print(report(info, root), flush=True)
+    own = Path(info["labels"]["sre2l"][LITE[0]]["file"])
+    other = Path(info["labels"]["cvdd"]["committee"]["file"])
+    rows = (label_file_rows(own, None, a.fit, 10 ** 9, 1024, 1) + label_file_rows(own, other, a.fit, 10 ** 9, 1024, 1))
+    keys = ["dataset", "codec", "baseline", "bytes_per_record", "ratio_vs_sre2l", "kl_t20", "kl_t1", "top1", "top5"]
+    with open(root / "codec_fidelity.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, keys, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    print(f"total {time.time() - t0:.0f} s; {root / 'summary.md'}, {root / 'codec_fidelity.csv'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
