@@ -35,8 +35,9 @@ def install_command(extra: str) -> str:
     return f"pip install '{DIST}[{extra}]'"
 
 
-class MissingExtra(LabelStoreError):
-    """A command or call needs an optional dependency that is not installed (exit code 2)."""
+class MissingExtra(LabelStoreError, ImportError):
+    """A command or call needs an optional dependency that is not installed (exit code 2).
+    Also an ImportError, so `try: import loaders / except ImportError` keeps working."""
 
     exit_code = 2
 

@@ -8,18 +8,23 @@ the device) and, when FFCV is installed, :class:`FFCVBackend` with :func:`write_
 (:class:`ReplayBatchSampler` + :class:`ReplayDataset`) and SRe2L-shaped batches
 (:class:`SRe2LBatches`).
 """
-from .backend import PixelBackend
-from .device_backend import DeviceBackend
-from .losses import kd_loss, soft_cross_entropy
-from .pairs import StepLoss, StepTargets
-from .pools import LabelPool
-from .record import record_labels
-from .replay import ReplayLoader
-from .schedules import Schedule, parse_schedule
-from .sre2l import SRe2LBatches
-from .step import Step
-from .torch_backend import TorchBackend
-from .torch_data import replay_dataloader
+from labelstore.extras import require as _require
+
+# without torch, one clear line (which extra to install) instead of a traceback from deep inside
+_require("torch", "the loaders package")
+
+from .backend import PixelBackend  # noqa: E402
+from .device_backend import DeviceBackend  # noqa: E402
+from .losses import kd_loss, soft_cross_entropy  # noqa: E402
+from .pairs import StepLoss, StepTargets  # noqa: E402
+from .pools import LabelPool  # noqa: E402
+from .record import record_labels  # noqa: E402
+from .replay import ReplayLoader  # noqa: E402
+from .schedules import Schedule, parse_schedule  # noqa: E402
+from .sre2l import SRe2LBatches  # noqa: E402
+from .step import Step  # noqa: E402
+from .torch_backend import TorchBackend  # noqa: E402
+from .torch_data import replay_dataloader  # noqa: E402
 
 # The front door: what a training loop needs. The parts behind it (crop records, image sources,
 # the individual schedule classes, mixing and normalisation, rank helpers, the DataLoader

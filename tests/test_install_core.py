@@ -259,3 +259,13 @@ def test_distill_without_torch_is_one_line():
             "from distill.cli import main\nsys.exit(main(['squeeze', '--help']))")
     r = _run([sys.executable, "-c", code])
     _one_line_error(r, "distill squeeze", "pip install 'labelstore-kit[distill]'")
+
+
+def test_loaders_without_torch_names_its_extra():
+    code = ("import sys\nsys.modules['torch'] = None  # as if not installed\n"
+            "try:\n    import loaders\nexcept ImportError as exc:\n"
+            "    print(type(exc).__name__, isinstance(exc, ImportError), exc)\n")
+    r = _run([sys.executable, "-c", code])
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert r.stdout.strip() == ("MissingExtra True the loaders package needs torch, which is not installed: "
+                                "pip install 'labelstore-kit[loaders]'"), r.stdout
