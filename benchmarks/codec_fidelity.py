@@ -157,29 +157,29 @@ def file_logits(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def label_file_rows(path: Path, fit_path: Path | None, fit_n: int, crops: int, batch: int,
                     repeats: int) -> list[dict]:
-    """Every codec on a label file's records: learned codecs fitted on `fit_n` records drawn from
-    the file itself (scored on the others) or, with `fit_path`, from another label file."""
+    """Every codec on a random sample of a label file's records, learned codecs fitted on `fit_n`
+    other records of the same file and, with `fit_path`, also on `fit_n` records of another label
+    file; both fits are scored on the same records."""
     x, image_of = file_logits(path)
     c = x.shape[1]
     settings = SETTINGS_1K if c >= 100 else SETTINGS_10
-    rng = np.random.default_rng(0)
-    if fit_path is None:
-        if len(x) <= fit_n:
-            raise SystemExit(f"codec_fidelity: error: {path} holds {len(x)} records, not more than --fit {fit_n}: "
-                             "nothing left to score; lower --fit")
-        pick = rng.permutation(len(x))
-        fit, keep = x[pick[:fit_n]], np.sort(pick[fit_n:])
-        where = f"fit on {fit_n} of its records"
-    else:
+    if len(x) <= fit_n:
+        raise SystemExit(f"codec_fidelity: error: {path} holds {len(x)} records, not more than --fit {fit_n}: "
+                         "nothing left to score; lower --fit")
+    pick = np.random.default_rng(0).permutation(len(x))
+    keep = np.sort(pick[fit_n:][:crops])
+    name = f"{path.parent.name}/{path.name} {c}-class, {len(keep)} records"
+    rows = evaluate(f"{name}, fit on {fit_n} of its other records", x[keep], x[pick[:fit_n]], settings,
+                    image_of[keep], batch, repeats)
+    if fit_path is not None:
         other, _ = file_logits(fit_path)
         if other.shape[1] != c:
             raise SystemExit(f"codec_fidelity: error: {fit_path} has {other.shape[1]} classes, {path} has {c}; "
                              "fit and score on label files of one label space")
-        fit, keep = other[rng.permutation(len(other))[:fit_n]], np.arange(len(x))
-        where = f"fit on {fit_path.parent.name}/{fit_path.name}"
-    keep = keep[:crops]
-    name = f"{path.parent.name}/{path.name} {c}-class, {len(keep)} records, {where}"
-    return evaluate(name, x[keep], fit, settings, image_of[keep], batch, repeats)
+        fit = other[np.random.default_rng(1).permutation(len(other))[:fit_n]]
+        rows += evaluate(f"{name}, fit on {fit_path.parent.name}/{fit_path.name}", x[keep], fit, settings,
+                         image_of[keep], batch, repeats)
+    return rows
 
 
 # -- driver ----------------------------------------------------------------------------------
@@ -286,10 +286,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.fit_labels and not args.labels:
         ap.error("--fit-labels goes with --labels")
     if args.labels:
-        n = args.crops or 10 ** 9
-        rows = label_file_rows(args.labels, None, fit_n, n, args.batch, args.repeats)
-        if args.fit_labels:
-            rows += label_file_rows(args.labels, args.fit_labels, fit_n, n, args.batch, args.repeats)
+        rows = label_file_rows(args.labels, args.fit_labels, fit_n, args.crops or 10 ** 9, args.batch, args.repeats)
         return finish(rows, out)
     if args.logits:
         logits = np.load(args.logits).astype(np.float32)

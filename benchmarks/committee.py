@@ -37,19 +37,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distill.data import fashion_mnist, load_npz
+from distill.config import config_dict, read_config
+from distill.data import fashion_mnist
 from distill.metrics import accuracy
-from distill.models import load_checkpoint
+from distill.models import canonical_name, load_checkpoint
 from distill.recover import RecoverConfig, recover
 from distill.relabel import RelabelConfig, relabel
 from distill.squeeze import SqueezeConfig, squeeze
 from distill.train import TrainConfig, train
+from labelstore import LabelStoreError
 
+from ._recovered import check_cached, recognisability
 from ._scope import torch_rng_kept, torch_threads
 from .storage_vs_accuracy import base_labels, transcode
 
 POOL = ["convnet", "resnet18", "mobilenetv2", "shufflenetv2", "densenet121"]
 SOURCES = ("best", "committee")  # who recovered the images / who relabelled them
+# the settings a cached teacher / image set must share with this run (else it is refused)
+SQUEEZE_KEYS = ("data", "models", "epochs", "batch_size", "lr", "crop_scale", "train_subset", "seed")
+RECOVER_KEYS = ("teachers", "method", "ipc", "iterations", "lr", "r_bn", "committee_size", "temperature", "priors",
+                "seed")
 FIELDS = ["recovery", "relabel", "student", "recipe", "S", "seed", "test_acc", "mismatch", "label_bytes", "seconds"]
 
 
@@ -78,9 +85,29 @@ def parse_args(argv=None):
         a.pool, a.teacher_subset, a.teacher_epochs, a.prior_images = ["convnet-w16", "convnet-w32"], 1000, 1, 500
         a.recover_iterations, a.S, a.students, a.recipes = 5, [1, 2], ["convnet-w16"], ["labelstore"]
         a.epochs, a.seeds, a.test_subset, a.workers = 4, 1, 500, 1
+    try:  # one spelling per architecture: the cache folders and the report key by it
+        a.pool, a.students = [canonical_name(m) for m in a.pool], [canonical_name(m) for m in a.students]
+    except LabelStoreError as exc:
+        p.error(str(exc))
     if len(a.pool) < 2:
         p.error("a committee needs at least two --pool architectures")
     return a
+
+
+def check_run_settings(a, root: Path) -> None:
+    """The student settings results.csv's rows were measured with (settings.json), refused if changed."""
+    want = {"epochs": a.epochs, "test_subset": a.test_subset, "batch_size": a.batch_size,
+            "prior_images": a.prior_images}
+    path = root / "settings.json"
+    if path.exists():
+        had = json.loads(path.read_text())
+        off = {k: (had.get(k), v) for k, v in want.items() if had.get(k) != v}
+        if off:
+            sys.exit(f"committee: error: {root} holds results measured with "
+                     + ", ".join(f"{k}={old!r} (this run: {new!r})" for k, (old, new) in off.items())
+                     + "; use another --out")
+    else:
+        path.write_text(json.dumps(want, indent=1))
 
 
 def squeeze_pool(a, root: Path) -> list[Path]:
@@ -88,20 +115,25 @@ def squeeze_pool(a, root: Path) -> list[Path]:
     paths = []
     for model in a.pool:
         ckpt = root / "pool" / model / f"{model}.pt"
-        if not ckpt.exists():
+        cfg = SqueezeConfig(out_dir=str(ckpt.parent), models=[model], epochs=a.teacher_epochs, batch_size=64,
+                            crop_scale=tuple(a.teacher_crop_scale), train_subset=a.teacher_subset,
+                            test_subset=2000, seed=0, threads=a.threads or 2)
+        if ckpt.exists():
+            check_cached(ckpt, {k: v for k, v in config_dict(cfg).items() if k in SQUEEZE_KEYS}, "teacher", "committee")
+        else:
             t = time.time()
-            squeeze(SqueezeConfig(out_dir=str(ckpt.parent), models=[model], epochs=a.teacher_epochs, batch_size=64,
-                                  crop_scale=tuple(a.teacher_crop_scale), train_subset=a.teacher_subset,
-                                  test_subset=2000, seed=0, threads=a.threads or 2), progress=False)
+            squeeze(cfg, progress=False)
             print(f"squeeze {model}: {time.time() - t:.0f} s", flush=True)
         paths.append(ckpt)
     return paths
 
 
 def measure_priors(a, paths: list[Path]) -> list[float]:
-    """Top-1 (%) of each teacher on training images outside the subset every teacher trained on."""
+    """Top-1 (%) of each teacher on training images that no pool teacher trained on (the draws
+    are the ones each checkpoint's squeeze recorded)."""
     full = fashion_mnist("train")
-    trained = full.subset_indices(a.teacher_subset, seed=0)  # squeeze's own draw (SqueezeConfig seed 0)
+    trained = np.unique(np.concatenate([full.subset_indices(c["train_subset"], seed=c["seed"])
+                                        for c in (read_config(p)["config"] for p in paths)]))
     rest = np.setdiff1d(np.arange(len(full)), trained)
     held = full.subset(indices=rest)
     held = held.subset(indices=held.subset_indices(a.prior_images, seed=1))
@@ -116,28 +148,20 @@ def measure_priors(a, paths: list[Path]) -> list[float]:
 def recovered(a, root: Path, source: str, paths: list[Path], priors: list[float], best: int) -> Path:
     """images.npz recovered by the best teacher (SRe2L) or by committees drawn from the pool (CV-DD)."""
     path = root / "images" / source / "images.npz"
-    if not path.exists():
+    if source == "best":
+        cfg = RecoverConfig(teachers=[str(paths[best])], method="sre2l")
+    else:
+        cfg = RecoverConfig(teachers=[str(p) for p in paths], method="cvdd", priors=priors,
+                            committee_size=a.committee_size, temperature=5.0)
+    cfg = replace(cfg, out_dir=str(path.parent), ipc=10, iterations=a.recover_iterations, threads=a.threads or 2,
+                  beton=False)
+    if path.exists():
+        check_cached(path, {k: v for k, v in config_dict(cfg).items() if k in RECOVER_KEYS}, "image set", "committee")
+    else:
         t = time.time()
-        if source == "best":
-            cfg = RecoverConfig(teachers=[str(paths[best])], method="sre2l")
-        else:
-            cfg = RecoverConfig(teachers=[str(p) for p in paths], method="cvdd", priors=priors,
-                                committee_size=a.committee_size, temperature=5.0)
-        recover(replace(cfg, out_dir=str(path.parent), ipc=10, iterations=a.recover_iterations,
-                        threads=a.threads or 2, beton=False), progress=False)
+        recover(cfg, progress=False)
         print(f"recover {source}: {time.time() - t:.0f} s", flush=True)
     return path
-
-
-def recognisability(images: Path, paths: list[Path]) -> dict[str, float]:
-    """Top-1 (%) of every pool teacher on a recovered image set (their own class targets)."""
-    ds = load_npz(images)
-    out = {}
-    for path in paths:
-        model, meta = load_checkpoint(path)
-        out[meta["model"]] = 100 * accuracy(model.eval(), ds, meta["mean"], meta["std"], int(meta["image_size"]),
-                                            progress=False)
-    return out
 
 
 def labelled(a, root: Path, images: Path, recovery: str, rel: str, paths: list[Path], priors: list[float],
@@ -167,31 +191,56 @@ def run_student(job: dict) -> tuple[float, float]:
     return float(res["test_acc"]), time.time() - t
 
 
-def mean_std(xs: list[float]) -> tuple[float, float]:
-    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+def mean_std(xs: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None below two values)."""
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else None)
 
 
-def diff(xs: list[float], ys: list[float]) -> tuple[float, float]:
-    """mean(xs) - mean(ys) and the standard error of that difference."""
+def diff(xs: list[float], ys: list[float]) -> tuple[float, float | None]:
+    """mean(xs) - mean(ys) and the standard error of that difference (None below two values each)."""
     (mx, sx), (my, sy) = mean_std(xs), mean_std(ys)
-    return mx - my, math.sqrt(sx ** 2 / len(xs) + sy ** 2 / len(ys))
+    se = None if sx is None or sy is None else math.sqrt(sx ** 2 / len(xs) + sy ** 2 / len(ys))
+    return mx - my, se
+
+
+def pm(value: float, spread: float | None, signed: bool = False) -> str:
+    text = f"{value:+.2f}" if signed else f"{value:.2f}"
+    return f"{text} ± {spread:.1f}" if spread is not None else f"{text} (n/a)"
+
+
+def table_2x2(cell: dict[tuple[str, str], list[float]]) -> list[str]:
+    """Markdown rows of the 2 x 2: cells mean ± std over seeds, differences ± their standard error."""
+    lines = ["| recovery \\ relabel | best teacher | committee | committee − best |", "|---|---:|---:|---:|"]
+    for rv in SOURCES:
+        d, se = diff(cell[rv, "committee"], cell[rv, "best"])
+        lines.append(f"| {rv} | {pm(*mean_std(cell[rv, 'best']))} | {pm(*mean_std(cell[rv, 'committee']))} "
+                     f"| {pm(d, se, True)} |")
+    both = diff(cell["committee", "committee"], cell["best", "best"])
+    lines.append("| committee − best | " + " | ".join(pm(*diff(cell["committee", rl], cell["best", rl]), True)
+                                                      for rl in SOURCES) + f" | both: {pm(*both, True)} |")
+    return lines
 
 
 def report(rows: list[dict], a, info: dict, root: Path) -> str:
     """Markdown: the pool, recognisability, and one 2 x 2 table per student, recipe and S."""
-    lines = ["Pool (priors: top-1 % on held-out training images; test: top-1 % on test images):", "",
+    lines = ["Pool (prior: top-1 % on held-out training images; test: top-1 % on 2,000 test images):", "",
              "| teacher | prior | test |", "|---|---:|---:|"]
     for name, p, t in zip(info["pool"], info["priors"], info["test"]):
         lines.append(f"| {name}{' (best)' if name == info['best'] else ''} | {p:.2f} | {t:.2f} |")
-    lines += ["", "Cross-model recognisability (top-1 % of each pool teacher on the recovered images):", "",
+    lines += ["", "Recognisability: top-1 % of each pool teacher on the recovered images it took no part in "
+              "recovering (and on all of them):", "",
               "| recovery | " + " | ".join(info["pool"]) + " |", "|---" + "|---:" * len(info["pool"]) + "|"]
     for src in SOURCES:
         rec = info["recognisability"][src]
-        lines.append(f"| {src} | " + " | ".join(f"{rec[m]:.0f}" for m in info["pool"]) + " |")
+        lines.append(f"| {src} | " + " | ".join(
+            (f"{r['honest']:.0f} of {r['not_recovered']} ({r['all']:.0f})" if r["honest"] is not None
+             else f"recovered them ({r['all']:.0f})") for r in (rec[m] for m in info["pool"])) + " |")
     acc: dict[tuple, list[float]] = {}
     for r in rows:
-        acc.setdefault((r["student"], r["recipe"], int(r["S"]), r["recovery"], r["relabel"]), []).append(
-            100 * float(r["test_acc"]))
+        if int(r["seed"]) < a.seeds:  # rows of an earlier run with more seeds stay out of this table
+            acc.setdefault((r["student"], r["recipe"], int(r["S"]), r["recovery"], r["relabel"]), []).append(
+                100 * float(r["test_acc"]))
+    info["tables"] = {}
     for student in a.students:
         for recipe in a.recipes:
             for S in a.S:
@@ -199,19 +248,9 @@ def report(rows: list[dict], a, info: dict, root: Path) -> str:
                 if not all(cell.values()):
                     continue
                 n = min(len(v) for v in cell.values())
-                lines += ["", f"Student `{student}`, recipe `{recipe}`, S = {S} (test top-1 %, {n} seeds):", "",
-                          "| recovery \\ relabel | best teacher | committee | committee − best |",
-                          "|---|---:|---:|---:|"]
-                for rv in SOURCES:
-                    (mb, sb), (mc, sc) = mean_std(cell[rv, "best"]), mean_std(cell[rv, "committee"])
-                    d, se = diff(cell[rv, "committee"], cell[rv, "best"])
-                    lines.append(f"| {rv} | {mb:.2f} ± {sb:.1f} | {mc:.2f} ± {sc:.1f} | {d:+.2f} ± {se:.1f} |")
-                row = ["| committee − best |"]
-                for rl in SOURCES:
-                    d, se = diff(cell["committee", rl], cell["best", rl])
-                    row.append(f" {d:+.2f} ± {se:.1f} |")
-                d, se = diff(cell["committee", "committee"], cell["best", "best"])
-                lines.append("".join(row) + f" both: {d:+.2f} ± {se:.1f} |")
+                lines += ["", f"Student `{student}`, recipe `{recipe}`, S = {S}: test top-1 %, {n} seeds; cells "
+                          "mean ± std over seeds, differences ± their standard error:", ""] + table_2x2(cell)
+                info["tables"][f"{student}/{recipe}/S{S}"] = {f"{rv}/{rl}": v for (rv, rl), v in cell.items()}
     text = "\n".join(lines) + "\n"
     (root / "summary.md").write_text(text)
     (root / "summary.json").write_text(json.dumps(info, indent=1))
@@ -230,6 +269,7 @@ def main(argv=None) -> int:
 def _run(a, root: Path) -> int:
     t0 = time.time()
     root.mkdir(parents=True, exist_ok=True)
+    check_run_settings(a, root)
     paths = squeeze_pool(a, root)
     priors = measure_priors(a, paths)
     best = int(np.argmax(priors))
@@ -241,7 +281,7 @@ def _run(a, root: Path) -> int:
     jobs = []
     for rv in SOURCES:
         images = recovered(a, root, rv, paths, priors, best)
-        info["recognisability"][rv] = recognisability(images, paths)
+        info["recognisability"][rv] = recognisability(images, [str(p) for p in paths])
         for rl in SOURCES:
             base, res = labelled(a, root, images, rv, rl, paths, priors, best)
             info["mismatch"][f"{rv}/{rl}"] = res["mismatch"]

@@ -3,8 +3,8 @@
 1. Images, --ipc per class of --classes (default every 10th ImageNet class, 100 in all):
    SRe2L recovery by Lite0 and CV-DD recovery by the Lite0/1/2 committee (2 per image index,
    weights softmax(prior / 5), priors = the models' published ImageNet top-1).
-2. Cross-model recognisability: every Lite model's top-1 on each recovered set (the models
-   that did not recover an image set are the honest judges).
+2. Recognisability: every Lite model's top-1 on each recovered set, on the images it took no
+   part in recovering (the honest judge; recover's losses.csv names each batch's committee).
 3. Labels: each set relabelled by each Lite model and by the weighted committee
    (softmax(prior / 10)), batch-specific BatchNorm, CutMix, --S stored epochs, dense16; the
    drift report of each at 1000 classes.
@@ -30,17 +30,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from distill.cli.recover import class_ids
-from distill.data import load_npz
-from distill.metrics import accuracy
+from distill.config import config_dict
 from distill.recover import RecoverConfig, recover
 from distill.relabel import RelabelConfig, relabel
-from distill.teachers import load_teacher
 
+from ._recovered import check_cached, recognisability
 from ._scope import torch_rng_kept, torch_threads
 from .codec_fidelity import label_file_rows
 
 LITE = ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]
 PRIORS = [75.1, 76.7, 77.6]  # published ImageNet-1K top-1 (%) of Lite0/1/2
+PROG = "imagenet_lite"
 SETS = {"sre2l": "Lite0 (SRe2L)", "cvdd": "Lite0/1/2 committee (CV-DD)"}
 
 
@@ -62,43 +62,46 @@ def parse_args(argv=None):
     return a
 
 
+RECOVER_KEYS = ("teachers", "method", "ipc", "classes", "iterations", "committee_size", "temperature", "priors",
+                "seed")
+RELABEL_KEYS = ("teachers", "priors", "temperature", "epochs", "batch_size", "codec", "bn", "mix", "seed")
+
+
 def recovered(a, root: Path, name: str) -> Path:
     path = root / "images" / name / "images.npz"
-    if not path.exists():
+    cfg = (RecoverConfig(teachers=LITE[:1], method="sre2l") if name == "sre2l" else
+           RecoverConfig(teachers=LITE, method="cvdd", priors=PRIORS, committee_size=2, temperature=5.0))
+    cfg = replace(cfg, out_dir=str(path.parent), ipc=a.ipc, classes=class_ids(a.classes), iterations=a.iterations,
+                  data="none", device=a.device, threads=a.threads, beton=False)
+    if path.exists():
+        check_cached(path, {k: v for k, v in config_dict(cfg).items() if k in RECOVER_KEYS}, "image set", PROG)
+    else:
         t = time.time()
-        cfg = (RecoverConfig(teachers=LITE[:1], method="sre2l") if name == "sre2l" else
-               RecoverConfig(teachers=LITE, method="cvdd", priors=PRIORS, committee_size=2, temperature=5.0))
-        recover(replace(cfg, out_dir=str(path.parent), ipc=a.ipc, classes=class_ids(a.classes),
-                        iterations=a.iterations, data="none", device=a.device, threads=a.threads, beton=False),
-                progress=False)
+        recover(cfg, progress=False)
         print(f"recover {name}: {time.time() - t:.0f} s", flush=True)
     return path
-
-
-def recognisability(a, images: Path) -> dict[str, float]:
-    ds = load_npz(images, num_classes=1000)
-    out = {}
-    for spec in LITE:
-        model, meta = load_teacher(spec, a.device)
-        out[spec] = 100 * accuracy(model, ds, meta["mean"], meta["std"], int(meta["image_size"]), batch_size=50,
-                                   device=a.device, progress=False)
-    return out
 
 
 def labelled(a, root: Path, images: Path, name: str, who: str) -> dict:
     teachers, priors = (LITE, PRIORS) if who == "committee" else ([who], None)
     out = root / "labels" / name / f"{who}.h5"
-    res = relabel(RelabelConfig(images=str(images), teachers=teachers, priors=priors, temperature=10.0, out=str(out),
-                                epochs=a.S, batch_size=a.batch_size, codec="dense16", bn="batch", mix="cutmix",
-                                device=a.device, threads=a.threads), progress=False)
+    rc = RelabelConfig(images=str(images), teachers=teachers, priors=priors, temperature=10.0, out=str(out),
+                       epochs=a.S, batch_size=a.batch_size, codec="dense16", bn="batch", mix="cutmix",
+                       device=a.device, threads=a.threads)
+    if out.exists():  # relabel would ask for --force; this command has none, so say what differs
+        check_cached(out, {k: v for k, v in config_dict(rc).items() if k in RELABEL_KEYS}, "label file", PROG)
+    res = relabel(rc, progress=False)
     return {"file": str(out), "bytes": res["bytes"], "mismatch": res["mismatch"], "seconds": res["seconds"]}
 
 
 def report(info: dict, root: Path) -> str:
-    lines = ["Cross-model recognisability (top-1 % of each Lite model on the recovered images):", "",
+    lines = ["Recognisability: top-1 % of each Lite model on the recovered images it took no part in recovering "
+             "(and on all of them):", "",
              "| images | " + " | ".join(LITE) + " |", "|---" + "|---:" * len(LITE) + "|"]
     for name, rec in info["recognisability"].items():
-        lines.append(f"| {SETS[name]} | " + " | ".join(f"{rec[m]:.1f}" for m in LITE) + " |")
+        lines.append(f"| {SETS[name]} | " + " | ".join(
+            (f"{r['honest']:.1f} of {r['not_recovered']} ({r['all']:.1f})" if r["honest"] is not None
+             else f"recovered them ({r['all']:.1f})") for r in (rec[m] for m in LITE)) + " |")
     lines += ["", "Stored crops whose teacher top-1 is not the image's class (drift at 1000 classes, CutMix crops):", "",
               "| images | " + " | ".join(list(LITE) + ["committee"]) + " |", "|---" + "|---:" * (len(LITE) + 1) + "|"]
     for name, labs in info["labels"].items():
@@ -127,12 +130,12 @@ def _run(a, root: Path) -> int:
     info = {"settings": {k: v for k, v in vars(a).items()}, "recognisability": {}, "labels": {}}
     for name in SETS:
         images = recovered(a, root, name)
-        info["recognisability"][name] = recognisability(a, images)
+        info["recognisability"][name] = recognisability(images, LITE, a.device, num_classes=1000)
         info["labels"][name] = {who: labelled(a, root, images, name, who) for who in list(LITE) + ["committee"]}
     print(report(info, root), flush=True)
     own = Path(info["labels"]["sre2l"][LITE[0]]["file"])
     other = Path(info["labels"]["cvdd"]["committee"]["file"])
-    rows = (label_file_rows(own, None, a.fit, 10 ** 9, 1024, 1) + label_file_rows(own, other, a.fit, 10 ** 9, 1024, 1))
+    rows = label_file_rows(own, other, a.fit, 10 ** 9, 1024, 1)
     keys = ["dataset", "codec", "baseline", "bytes_per_record", "ratio_vs_sre2l", "kl_t20", "kl_t1", "top1", "top5"]
     with open(root / "codec_fidelity.csv", "w", newline="") as f:
         w = csv.DictWriter(f, keys, extrasaction="ignore")

@@ -28,10 +28,12 @@ def test_fit_on_own_records_or_another_file(tmp_path, capsys):
     cf.main(["--labels", str(tmp_path / "a.h5"), "--fit-labels", str(tmp_path / "b.h5"), "--fit", "100",
              "--repeats", "1", "--out", str(out)])
     rows = list(csv.DictReader(open(out / "codec_fidelity.csv")))
-    own = [r for r in rows if "fit on 100 of its records" in r["dataset"]]
+    own = [r for r in rows if "fit on 100 of its other records" in r["dataset"]]
     other = [r for r in rows if r["dataset"].endswith("/b.h5")]
     assert len(own) == len(other) == len(cf.SETTINGS_10) + 2  # every 10-class setting and both baselines
-    assert "140 records" in own[0]["dataset"] and "240 records" in other[0]["dataset"]
+    # both fits scored on the same 140 records: the 240 less the 100 the own fit took
+    assert "140 records" in own[0]["dataset"] and "140 records" in other[0]["dataset"]
+    assert own[0]["bytes_per_record"] == other[0]["bytes_per_record"]  # the SRe2L baseline: same records
     dense = {r["dataset"]: float(r["top1"]) for r in own + other if r["codec"] == "dense16"}
     assert all(v == 1.0 for v in dense.values())
     assert "no 1000-class rows" in (out / "targets.txt").read_text()
