@@ -228,12 +228,12 @@ def report(rows: list[dict], a, info: dict, root: Path) -> str:
     for name, p, t in zip(info["pool"], info["priors"], info["test"]):
         lines.append(f"| {name}{' (best)' if name == info['best'] else ''} | {p:.2f} | {t:.2f} |")
     lines += ["", "Recognisability: top-1 % of each pool teacher on the recovered images it took no part in "
-              "recovering (and on all of them):", "",
+              "recovering, on how many images (and on all of them):", "",
               "| recovery | " + " | ".join(info["pool"]) + " |", "|---" + "|---:" * len(info["pool"]) + "|"]
     for src in SOURCES:
         rec = info["recognisability"][src]
         lines.append(f"| {src} | " + " | ".join(
-            (f"{r['honest']:.0f} of {r['not_recovered']} ({r['all']:.0f})" if r["honest"] is not None
+            (f"{r['honest']:.0f} on {r['not_recovered']} ({r['all']:.0f} on all)" if r["honest"] is not None
              else f"recovered them ({r['all']:.0f})") for r in (rec[m] for m in info["pool"])) + " |")
     acc: dict[tuple, list[float]] = {}
     for r in rows:

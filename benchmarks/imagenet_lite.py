@@ -95,12 +95,12 @@ def labelled(a, root: Path, images: Path, name: str, who: str) -> dict:
 
 
 def report(info: dict, root: Path) -> str:
-    lines = ["Recognisability: top-1 % of each Lite model on the recovered images it took no part in recovering "
-             "(and on all of them):", "",
+    lines = ["Recognisability: top-1 % of each Lite model on the recovered images it took no part in "
+             "recovering, on how many images (and on all of them):", "",
              "| images | " + " | ".join(LITE) + " |", "|---" + "|---:" * len(LITE) + "|"]
     for name, rec in info["recognisability"].items():
         lines.append(f"| {SETS[name]} | " + " | ".join(
-            (f"{r['honest']:.1f} of {r['not_recovered']} ({r['all']:.1f})" if r["honest"] is not None
+            (f"{r['honest']:.1f} on {r['not_recovered']} ({r['all']:.1f} on all)" if r["honest"] is not None
              else f"recovered them ({r['all']:.1f})") for r in (rec[m] for m in LITE)) + " |")
     lines += ["", "Stored crops whose teacher top-1 is not the image's class (drift at 1000 classes, CutMix crops):", "",
               "| images | " + " | ".join(list(LITE) + ["committee"]) + " |", "|---" + "|---:" * (len(LITE) + 1) + "|"]
