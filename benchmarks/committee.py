@@ -254,7 +254,39 @@ def report(rows: list[dict], a, info: dict, root: Path) -> str:
     text = "\n".join(lines) + "\n"
     (root / "summary.md").write_text(text)
     (root / "summary.json").write_text(json.dumps(info, indent=1))
+    if info["tables"]:
+        plot(info["tables"], root / "committee.png")
     return text
+
+
+def plot(tables: dict[str, dict[str, list[float]]], path: Path) -> Path:
+    """One panel per student and recipe: the four cells' mean ± std over seeds at each S."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({k.rsplit("/", 1)[0] for k in tables})
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    cells = [f"{rv}/{rl}" for rv in SOURCES for rl in SOURCES]
+    for ax, panel in zip(axes[0], panels):
+        Ss = sorted(int(k.rsplit("/S", 1)[1]) for k in tables if k.rsplit("/", 1)[0] == panel)
+        for i, c in enumerate(cells):
+            vals = [tables[f"{panel}/S{S}"][c] for S in Ss]
+            ax.bar([j + 0.2 * (i - 1.5) for j in range(len(Ss))], [statistics.fmean(v) for v in vals], 0.2,
+                   yerr=[statistics.stdev(v) if len(v) > 1 else 0 for v in vals], capsize=2,
+                   label=f"images by {c.split('/')[0]}, labels by {c.split('/')[1]}")
+        ax.set_xticks(range(len(Ss)), [f"S={S}" for S in Ss])
+        lo = min(min(v) for S in Ss for v in tables[f"{panel}/S{S}"].values())
+        ax.set_ylim(lo - 3, None)
+        ax.set(title=panel.replace("/", ", recipe "), ylabel="student test top-1 %")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.suptitle("committee vs best teacher, in recovery and relabelling (mean ± std over seeds)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def main(argv=None) -> int:
