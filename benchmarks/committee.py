@@ -17,7 +17,8 @@ The 2 x 2 table (recovery by the best teacher or the committee x relabel by the 
 the committee) per student, recipe and S goes to summary.md, with mean +- std over seeds and the
 differences with their standard error. Everything is cached under --out; a re-run resumes.
 
-    python -m benchmarks.committee                    # the documented run: about 2 h on 2 CPU cores
+    python -m benchmarks.committee --S 20 100         # the documented run: about 1 h 50 min on 2 CPU cores
+    python -m benchmarks.committee                    # S = 20 and 300: about 45 min more of relabelling
     python -m benchmarks.committee --quick            # smoke run: 2 small teachers, minutes
 """
 
@@ -204,6 +205,7 @@ def diff(xs: list[float], ys: list[float]) -> tuple[float, float | None]:
 
 
 def pm(value: float, spread: float | None, signed: bool = False) -> str:
+    value = 0.0 if abs(value) < 0.005 else value  # no "-0.00"
     text = f"{value:+.2f}" if signed else f"{value:.2f}"
     return f"{text} ± {spread:.1f}" if spread is not None else f"{text} (n/a)"
 
