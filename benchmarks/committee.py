@@ -312,6 +312,15 @@ def _run(a, root: Path) -> int:
         print(f"teacher {m}: prior {p:.2f}% (held-out training images), test {t:.2f}%", flush=True)
     info = {"pool": a.pool, "priors": priors, "test": tests, "best": a.pool[best], "recognisability": {},
             "mismatch": {}}
+    jobs = plan_students(a, root, paths, priors, best, info)
+    rows = train_students(a, root, jobs)
+    print(report(rows, a, info, root))
+    print(f"total {time.time() - t0:.0f} s; {root / 'results.csv'}, {root / 'summary.md'}", flush=True)
+    return 0
+
+
+def plan_students(a, root: Path, paths: list[Path], priors: list[float], best: int, info: dict) -> list[dict]:
+    """Recover both image sets and relabel each both ways (cached); one job per student run."""
     jobs = []
     for rv in SOURCES:
         images = recovered(a, root, rv, paths, priors, best)
@@ -327,19 +336,29 @@ def _run(a, root: Path) -> int:
                             jobs.append({"recovery": rv, "relabel": rl, "student": student, "recipe": recipe, "S": S,
                                          "seed": seed, "images": str(images), "labels": str(labels),
                                          "mismatch": res["mismatch"]})
+    return jobs
+
+
+def _key(row: dict) -> tuple[str, ...]:
+    return tuple(str(row[k]) for k in FIELDS[:6])
+
+
+def train_students(a, root: Path, jobs: list[dict]) -> list[dict]:
+    """Train the jobs results.csv lacks (seed-major, so a stopped run still covers every cell);
+    returns every measured row."""
     csv_path = root / "results.csv"
     done = {}
     if csv_path.exists():
-        for r in csv.DictReader(open(csv_path)):
-            done[tuple(str(r[k]) for k in FIELDS[:6])] = r
-    todo = sorted((j for j in jobs if tuple(str(j[k]) for k in FIELDS[:6]) not in done), key=lambda j: j["seed"])
+        with open(csv_path) as f:
+            done = {_key(r): r for r in csv.DictReader(f)}
+    todo = sorted((j for j in jobs if _key(j) not in done), key=lambda j: j["seed"])
     print(f"{len(jobs)} students ({len(jobs) - len(todo)} already measured)", flush=True)
     new = not csv_path.exists()
     with open(csv_path, "a", newline="") as out:
         writer = csv.DictWriter(out, fieldnames=FIELDS)
         if new:
             writer.writeheader()
-        for i, j in enumerate(todo):
+        for i, j in enumerate(todo):  # one work folder per run: concurrent students share no last.pt
             j.update(work=str(root / "work" / f"run{i}"), threads=1 if a.workers > 1 else (a.threads or 2),
                      epochs=a.epochs, test_subset=a.test_subset)
 
@@ -349,7 +368,7 @@ def _run(a, root: Path) -> int:
                                                    "seconds": round(secs, 1)}
             writer.writerow(row)
             out.flush()
-            done[tuple(str(row[k]) for k in FIELDS[:6])] = row
+            done[_key(row)] = row
             print(f"{j['recovery']:9} images, {j['relabel']:9} labels, {j['student']:12} {j['recipe']:10} "
                   f"S={j['S']:<4} seed {j['seed']}: {100 * acc:.2f}% ({secs:.0f} s)", flush=True)
 
@@ -364,9 +383,7 @@ def _run(a, root: Path) -> int:
                 futs = {pool.submit(run_student, j): j for j in todo}
                 for f in as_completed(futs):
                     record(futs[f], *f.result())
-    print(report(list(done.values()), a, info, root))
-    print(f"total {time.time() - t0:.0f} s; {csv_path}, {root / 'summary.md'}", flush=True)
-    return 0
+    return list(done.values())
 
 
 if __name__ == "__main__":
