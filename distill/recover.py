@@ -222,16 +222,25 @@ def _recover_batch(cfg: RecoverConfig, committee: list[tuple[float, Teacher, BNS
 
 def save_grid(path: str | Path, images: np.ndarray, labels: np.ndarray, num_classes: int,
               max_per_class: int = 10, max_classes: int = 20, cell: int = 64) -> Path:
-    """A PNG preview: one row per recovered class (up to `max_classes`), `max_per_class` images each."""
+    """A PNG preview: one row per recovered class (up to `max_classes`), up to `max_per_class`
+    images each; with one image per class, rows of `max_per_class` classes (up to
+    `max_classes` rows), so a 1-per-class ImageNet set is not a one-tile-wide strip."""
     from PIL import Image
 
-    rows = []
-    for c in np.unique(labels)[:max_classes]:  # the recovered classes (a --classes subset of 1000, say)
-        sel = images[labels == c][:max_per_class]
-        tiles = [np.asarray(Image.fromarray(im.squeeze(-1) if im.shape[-1] == 1 else im)
-                            .convert("RGB").resize((cell, cell), Image.NEAREST)) for im in sel]
-        tiles += [np.zeros((cell, cell, 3), np.uint8)] * (max_per_class - len(tiles))
-        rows.append(np.concatenate(tiles, axis=1))
+    def tile(im: np.ndarray) -> np.ndarray:  # small images magnified pixel by pixel, large ones averaged down
+        return np.asarray(Image.fromarray(im.squeeze(-1) if im.shape[-1] == 1 else im)
+                          .convert("RGB").resize((cell, cell), Image.NEAREST if im.shape[0] <= cell else Image.BOX))
+
+    classes = np.unique(labels)  # the recovered classes (a --classes subset of 1000, say)
+    per_class = min(max_per_class, int(np.bincount(labels).max()))
+    if per_class == 1:
+        order = [int(np.flatnonzero(labels == c)[0]) for c in classes[: max_classes * max_per_class]]
+        groups = [images[order[i : i + max_per_class]] for i in range(0, len(order), max_per_class)]
+    else:
+        groups = [images[labels == c][:per_class] for c in classes[:max_classes]]
+    width = max(len(g) for g in groups)
+    rows = [np.concatenate([tile(im) for im in g] + [np.zeros((cell, cell, 3), np.uint8)] * (width - len(g)), axis=1)
+            for g in groups]
     path = Path(path)
     Image.fromarray(np.concatenate(rows, axis=0)).save(path)
     return path

@@ -90,6 +90,21 @@ def test_recover_a_subset_of_classes(teachers, tmp_path, capsys):
     assert "0-999:10" in capsys.readouterr().err
 
 
+def test_preview_layout(tmp_path):
+    from PIL import Image
+
+    from distill.recover import save_grid
+
+    one = np.random.default_rng(0).integers(0, 256, (100, 224, 224, 3), dtype=np.uint8)
+    grid = Image.open(save_grid(tmp_path / "one.png", one, np.arange(0, 1000, 10), 1000))
+    assert grid.size == (640, 640)  # one image per class: 10 rows of 10 classes, not a 64-px strip
+    several = np.zeros((30, 28, 28, 1), np.uint8)
+    several[:, 10:18, 10:18] = 255
+    grid = np.asarray(Image.open(save_grid(tmp_path / "several.png", several, np.repeat(np.arange(10), 3), 10)))
+    assert grid.shape == (640, 192, 3)  # a row per class, its 3 images
+    assert grid[32, 32].tolist() == [255, 255, 255] and grid[0, 0].tolist() == [0, 0, 0]  # magnified, not blurred
+
+
 def test_recover_cvdd_committee(teachers, tmp_path):
     cfg = RecoverConfig(teachers=[str(t) for t in teachers], out_dir=str(tmp_path), method="cvdd",
                         ipc=2, iterations=6, committee_size=2, log_every=1, threads=2, beton=False)
