@@ -11,7 +11,8 @@
 4. Codecs: every codec on the Lite0-relabelled SRe2L labels, learned codecs fitted on a sample
    of the same file and on the committee-relabelled CV-DD labels (`codec_fidelity --labels`).
 
-Writes summary.md, summary.json and codec_fidelity.csv under --out; every stage is cached.
+Writes summary.md, summary.json, codec_fidelity.csv and images.png (the first 10 classes of
+each set) under --out; every stage is cached.
 On 2 CPU cores one recovery iteration of 100 Lite0 images takes about 40 s, so the default
 (1000 iterations) is a GPU run:
 
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from distill.cli.recover import class_ids
 from distill.config import config_dict
-from distill.recover import RecoverConfig, recover
+from distill.recover import RecoverConfig, recover, save_grid
 from distill.relabel import RelabelConfig, relabel
 
 from ._recovered import check_cached, recognisability
@@ -116,6 +117,24 @@ def report(info: dict, root: Path) -> str:
     return text
 
 
+def figure(sets: dict[str, Path], root: Path, classes: int = 10) -> Path:
+    """images.png: the first `classes` recovered classes, one row per image set (SRe2L above CV-DD)."""
+    import numpy as np
+    from PIL import Image
+
+    from distill.data import load_npz
+
+    rows = []
+    for images in sets.values():
+        ds = load_npz(images, num_classes=1000)
+        rows.append(np.asarray(Image.open(save_grid(root / "row.png", ds.images, ds.labels, 1000,
+                                                    max_per_class=classes, max_classes=1, cell=112))))
+    (root / "row.png").unlink()
+    path = root / "images.png"
+    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+    return path
+
+
 def main(argv=None) -> int:
     a = parse_args(argv)
     with torch_threads(a.threads), torch_rng_kept():
@@ -131,11 +150,13 @@ def _run(a, root: Path) -> int:
     t0 = time.time()
     root.mkdir(parents=True, exist_ok=True)
     info = {"settings": {k: v for k, v in vars(a).items()}, "recognisability": {}, "labels": {}}
+    sets = {}
     for name in SETS:
-        images = recovered(a, root, name)
+        images = sets[name] = recovered(a, root, name)
         info["recognisability"][name] = recognisability(images, LITE, a.device, num_classes=1000)
         info["labels"][name] = {who: labelled(a, root, images, name, who) for who in list(LITE) + ["committee"]}
     print(report(info, root), flush=True)
+    figure(sets, root)
     own = Path(info["labels"]["sre2l"][LITE[0]]["file"])
     other = Path(info["labels"]["cvdd"]["committee"]["file"])
     rows = label_file_rows(own, other, a.fit, 10 ** 9, 1024, 1)
@@ -144,7 +165,8 @@ def _run(a, root: Path) -> int:
         w = csv.DictWriter(f, keys, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-    print(f"total {time.time() - t0:.0f} s; {root / 'summary.md'}, {root / 'codec_fidelity.csv'}", flush=True)
+    print(f"total {time.time() - t0:.0f} s; {root / 'summary.md'}, {root / 'codec_fidelity.csv'}, {root / 'images.png'}",
+          flush=True)
     return 0
 
 

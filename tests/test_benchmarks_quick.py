@@ -22,7 +22,7 @@ BENCHMARKS = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if not p.
 OUTPUTS = {
     "codec_fidelity": ["codec_fidelity.csv", "codec_fidelity.png", "targets.txt"],
     "committee": None,  # run (and resumed) by tests/test_benchmark_committee.py
-    "imagenet_lite": ["summary.md", "summary.json", "codec_fidelity.csv"],
+    "imagenet_lite": ["summary.md", "summary.json", "codec_fidelity.csv", "images.png"],
     "gpu_feed": None,  # run (twice, every row checked) by tests/test_loaders_device_bench.py; it has no cache
     "loader_throughput": ["loader_throughput_quick.csv", "loader_throughput_quick.json", "loader_throughput_quick.png"],
     "pack_throughput": ["pack_20000_dense16.json"],
