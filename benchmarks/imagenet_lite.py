@@ -13,10 +13,11 @@
 
 Writes summary.md, summary.json, codec_fidelity.csv and images.png (the first 10 classes of
 each set) under --out; every stage is cached.
-On 2 CPU cores one recovery iteration of 100 Lite0 images takes about 40 s, so the default
-(1000 iterations) is a GPU run:
+On 2 CPU cores one recovery iteration of 100 Lite0 images takes about 40 s in one batch and
+12 s in batches of 10, so the default (1000 iterations) is a GPU run:
 
-    python -m benchmarks.imagenet_lite --device cuda            # the documented run
+    python -m benchmarks.imagenet_lite --device cuda            # SRe2L's length
+    python -m benchmarks.imagenet_lite --iterations 100 --recover-batch 10 --S 20 --fit 1000   # documented, 92 min CPU
     python -m benchmarks.imagenet_lite --quick                  # smoke run on CPU: 2 classes, 2 iterations
 """
 
