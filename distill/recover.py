@@ -34,7 +34,7 @@ from distill.optim import cosine_lr, set_lr
 from distill.tables import write_csv
 from labelstore.errors import LabelStoreError
 
-__all__ = ["RecoverConfig", "recover", "recover_images", "save_grid", "resolved_batch_size"]
+__all__ = ["RecoverConfig", "recover", "recover_images", "preview_grid", "save_grid", "resolved_batch_size"]
 
 
 @dataclass
@@ -220,11 +220,11 @@ def _recover_batch(cfg: RecoverConfig, committee: list[tuple[float, Teacher, BNS
         return (pix * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy(), rows
 
 
-def save_grid(path: str | Path, images: np.ndarray, labels: np.ndarray, num_classes: int,
-              max_per_class: int = 10, max_classes: int = 20, cell: int = 64) -> Path:
-    """A PNG preview: one row per recovered class (up to `max_classes`), up to `max_per_class`
-    images each; with one image per class, rows of `max_per_class` classes (up to
-    `max_classes` rows), so a 1-per-class ImageNet set is not a one-tile-wide strip."""
+def preview_grid(images: np.ndarray, labels: np.ndarray, max_per_class: int = 10, max_classes: int = 20,
+                 cell: int = 64) -> np.ndarray:
+    """An RGB preview array: one row per recovered class (up to `max_classes`), up to
+    `max_per_class` images each; with one image per class, rows of `max_per_class` classes (up
+    to `max_classes` rows), so a 1-per-class ImageNet set is not a one-tile-wide strip."""
     from PIL import Image
 
     def tile(im: np.ndarray) -> np.ndarray:  # small images magnified pixel by pixel, large ones averaged down
@@ -239,10 +239,17 @@ def save_grid(path: str | Path, images: np.ndarray, labels: np.ndarray, num_clas
     else:
         groups = [images[labels == c][:per_class] for c in classes[:max_classes]]
     width = max(len(g) for g in groups)
-    rows = [np.concatenate([tile(im) for im in g] + [np.zeros((cell, cell, 3), np.uint8)] * (width - len(g)), axis=1)
-            for g in groups]
+    return np.concatenate([np.concatenate([tile(im) for im in g] + [np.zeros((cell, cell, 3), np.uint8)]
+                                          * (width - len(g)), axis=1) for g in groups], axis=0)
+
+
+def save_grid(path: str | Path, images: np.ndarray, labels: np.ndarray, num_classes: int,
+              max_per_class: int = 10, max_classes: int = 20, cell: int = 64) -> Path:
+    """`preview_grid` as a PNG at `path`."""
+    from PIL import Image
+
     path = Path(path)
-    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+    Image.fromarray(preview_grid(images, labels, max_per_class, max_classes, cell)).save(path)
     return path
 
 
