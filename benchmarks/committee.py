@@ -18,7 +18,7 @@ the committee) per student, recipe and S goes to summary.md, with mean +- std ov
 differences with their standard error. Everything is cached under --out; a re-run resumes.
 
     python -m benchmarks.committee --S 20 100         # the documented run: about 1 h 50 min on 2 CPU cores
-    python -m benchmarks.committee                    # S = 20 and 300: 2 h 13 min from nothing
+    python -m benchmarks.committee                    # S = 20 and 300 from nothing: about 2 h 20 min
     python -m benchmarks.committee --quick            # smoke run: 2 small teachers, minutes
 """
 
